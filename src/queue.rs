@@ -1,0 +1,66 @@
+//! `Queue`: one bound queue number, unbound on drop.
+
+use std::fmt;
+
+use crate::error::Result;
+use crate::handle::Handle;
+
+/// A queue bound on a [`Handle`], created by [`Handle::queue`].
+///
+/// Dropping it unbinds the queue (the kernel drops the packets still waiting in it) and then
+/// frees its callback. It borrows its handle, so it cannot outlive it.
+#[doc(alias = "nfq_q_handle")]
+#[must_use = "dropping the Queue unbinds it at once"]
+pub struct Queue<'h, 'cb> {
+    handle: &'h Handle<'cb>,
+    num: u16,
+    generation: u64,
+    unbound: bool,
+}
+
+impl<'h, 'cb> Queue<'h, 'cb> {
+    pub(crate) fn new(handle: &'h Handle<'cb>, num: u16, generation: u64) -> Self {
+        Queue {
+            handle,
+            num,
+            generation,
+            unbound: false,
+        }
+    }
+
+    /// The queue number.
+    pub fn num(&self) -> u16 {
+        self.num
+    }
+
+    /// The handle the queue is bound on.
+    pub fn handle(&self) -> &'h Handle<'cb> {
+        self.handle
+    }
+
+    /// Unbinds the queue now and reports the kernel's answer (dropping does the same and
+    /// ignores it).
+    #[doc(alias = "nfq_destroy_queue")]
+    #[doc(alias = "NFQNL_CFG_CMD_UNBIND")]
+    pub fn unbind(mut self) -> Result<()> {
+        self.unbound = true;
+        self.handle.unbind(self.num, self.generation)
+    }
+}
+
+impl Drop for Queue<'_, '_> {
+    fn drop(&mut self) {
+        if !self.unbound {
+            // Nothing to report to from a destructor; `unbind` gives the answer to who wants it.
+            let _ = self.handle.unbind(self.num, self.generation);
+        }
+    }
+}
+
+impl fmt::Debug for Queue<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("num", &self.num)
+            .finish_non_exhaustive()
+    }
+}

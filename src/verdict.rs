@@ -1,0 +1,157 @@
+//! Typed verdicts.
+
+use crate::config::MAX_PAYLOAD_LEN;
+use crate::error::{Error, Result};
+
+/// What happens to the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Let the packet continue through the rules after the NFQUEUE rule's hook.
+    #[doc(alias = "NF_ACCEPT")]
+    Accept,
+    /// Drop the packet.
+    #[doc(alias = "NF_DROP")]
+    Drop,
+    /// Re-inject the packet at the start of the same hook (it traverses the hook's rules
+    /// again; usually combined with a mark that the queueing rule skips).
+    #[doc(alias = "NF_REPEAT")]
+    Repeat,
+    /// Send the packet to another queue.
+    #[doc(alias = "NF_QUEUE")]
+    Queue {
+        /// The queue number.
+        num: u16,
+        /// If no program is bound to that queue, accept the packet instead of dropping it.
+        bypass: bool,
+    },
+    /// Accept the packet and skip the remaining rules of the hook.
+    #[doc(alias = "NF_STOP")]
+    Stop,
+}
+
+impl Action {
+    /// The `verdict` value the kernel expects (`NF_*`, with the queue number in the upper 16
+    /// bits for [`Action::Queue`]).
+    pub fn raw(self) -> u32 {
+        const NF_VERDICT_FLAG_QUEUE_BYPASS: u32 = 0x8000;
+        match self {
+            Action::Accept => libc::NF_ACCEPT as u32,
+            Action::Drop => libc::NF_DROP as u32,
+            Action::Repeat => libc::NF_REPEAT as u32,
+            Action::Stop => libc::NF_STOP as u32,
+            Action::Queue { num, bypass } => {
+                let flag = if bypass {
+                    NF_VERDICT_FLAG_QUEUE_BYPASS
+                } else {
+                    0
+                };
+                libc::NF_QUEUE as u32 | (u32::from(num) << 16) | flag
+            }
+        }
+    }
+}
+
+/// A verdict: an [`Action`], optionally a new packet mark and a replacement payload.
+///
+/// ```
+/// use libnfq::{Action, Verdict};
+/// let v = Verdict::accept().with_mark(7);
+/// assert_eq!(v.action(), Action::Accept);
+/// assert_eq!(v.mark(), Some(7));
+/// assert!(Verdict::drop().with_payload(vec![0; 70_000]).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[doc(alias = "nfq_set_verdict")]
+#[doc(alias = "nfq_set_verdict2")]
+#[doc(alias = "nfq_nlmsg_verdict_put")]
+pub struct Verdict {
+    action: Action,
+    mark: Option<u32>,
+    payload: Option<Vec<u8>>,
+}
+
+impl Verdict {
+    /// A verdict with this action, no mark and no payload.
+    pub const fn new(action: Action) -> Self {
+        Verdict {
+            action,
+            mark: None,
+            payload: None,
+        }
+    }
+    /// [`Action::Accept`].
+    pub const fn accept() -> Self {
+        Verdict::new(Action::Accept)
+    }
+    /// [`Action::Drop`].
+    pub const fn drop() -> Self {
+        Verdict::new(Action::Drop)
+    }
+    /// [`Action::Repeat`].
+    pub const fn repeat() -> Self {
+        Verdict::new(Action::Repeat)
+    }
+    /// [`Action::Stop`].
+    pub const fn stop() -> Self {
+        Verdict::new(Action::Stop)
+    }
+    /// [`Action::Queue`] to queue `num`; the packet is dropped if nobody is bound to it.
+    pub const fn queue(num: u16) -> Self {
+        Verdict::new(Action::Queue { num, bypass: false })
+    }
+    /// [`Action::Queue`] to queue `num`; the packet is accepted if nobody is bound to it.
+    pub const fn queue_bypass(num: u16) -> Self {
+        Verdict::new(Action::Queue { num, bypass: true })
+    }
+
+    /// Sets the packet's mark (`skb->mark`) along with the verdict.
+    #[doc(alias = "nfq_nlmsg_verdict_put_mark")]
+    pub const fn with_mark(mut self, mark: u32) -> Self {
+        self.mark = Some(mark);
+        self
+    }
+
+    /// Replaces the packet's bytes (from the network header on) with `payload`.
+    ///
+    /// The kernel does not recompute checksums of a replaced payload: the payload must carry
+    /// correct ones. A payload longer than [`MAX_PAYLOAD_LEN`] is refused here, since the kernel
+    /// would silently drop the packet instead. A payload for a packet whose copy was truncated is
+    /// refused when the verdict is sent ([`Error::TruncatedPayload`]).
+    #[doc(alias = "nfq_nlmsg_verdict_put_pkt")]
+    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Result<Self> {
+        let payload = payload.into();
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(Error::PayloadTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD_LEN,
+            });
+        }
+        self.payload = Some(payload);
+        Ok(self)
+    }
+
+    /// The action.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+    /// The new mark, if any.
+    pub fn mark(&self) -> Option<u32> {
+        self.mark
+    }
+    /// The replacement payload, if any.
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    pub(crate) fn without_payload(mut self) -> Self {
+        self.payload = None;
+        self
+    }
+}
+
+impl From<Action> for Verdict {
+    fn from(action: Action) -> Self {
+        Verdict::new(action)
+    }
+}
