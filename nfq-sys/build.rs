@@ -50,7 +50,10 @@ fn main() {
                 println!("cargo:rustc-link-lib={kind}={lib}");
             }
             let version = env::var("NFQ_VERSION").unwrap_or_else(|_| MIN_NFQ_VERSION.to_owned());
-            let includes = env::var_os("NFQ_INCLUDE_DIR").map(PathBuf::from).into_iter().collect();
+            let includes = env::var_os("NFQ_INCLUDE_DIR")
+                .map(PathBuf::from)
+                .into_iter()
+                .collect();
             (version, includes)
         }
         None => probe_pkg_config(statik),
@@ -92,7 +95,9 @@ fn missing_library(name: &str, min: &str, err: &pkg_config::Error) -> ! {
     if pkg_config_missing {
         msg.push_str("the `pkg-config` program, which it needs to locate ");
     }
-    msg.push_str(&format!("{name} (version {min} or newer) and its development files.\n\n"));
+    msg.push_str(&format!(
+        "{name} (version {min} or newer) and its development files.\n\n"
+    ));
     msg.push_str(
         "Install them with your distribution's packages:\n\
          \n  Debian / Ubuntu:  sudo apt-get install pkg-config libnetfilter-queue-dev libmnl-dev libnfnetlink-dev\
