@@ -109,7 +109,6 @@ fn missing_library(name: &str, min: &str, err: &pkg_config::Error) -> ! {
          \n(with NFQ_INCLUDE_DIR for its headers).\n",
     );
     msg.push_str(&format!("\npkg-config said:\n{err}\n"));
-    eprintln!("{msg}");
     panic!("{msg}");
 }
 
