@@ -225,7 +225,9 @@ struct Dispatch {
 /// handle. A handle stored in a struct is usually `Handle<'static>`.
 ///
 /// The handle is `Send` (it can be moved to another thread with its callbacks, which must
-/// therefore be `Send`) but not `Sync`: receiving and dispatching use buffers it owns.
+/// therefore be `Send`) but not `Sync`: receiving and dispatching use buffers it owns. Its
+/// [`Queue`]s borrow it, so move the handle before binding queues (or bind them in the thread
+/// that runs it).
 ///
 /// ```compile_fail
 /// fn shared<T: Sync>(_: &T) {}

@@ -7,9 +7,9 @@ use nfq_sys as sys;
 
 use crate::netlink::{self, NFQA_COUNT};
 
-/// The netfilter hook a packet was queued from.
+/// The netfilter hook a packet was queued from. Displayed as iptables names its chain
+/// (`PREROUTING`, `INPUT`, `FORWARD`, `OUTPUT`, `POSTROUTING`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Hook {
     /// `PREROUTING` (`NF_INET_PRE_ROUTING`, 0).
     PreRouting,
@@ -47,6 +47,19 @@ impl Hook {
             Hook::LocalOut => 3,
             Hook::PostRouting => 4,
             Hook::Other(raw) => raw,
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hook::PreRouting => f.write_str("PREROUTING"),
+            Hook::LocalIn => f.write_str("INPUT"),
+            Hook::Forward => f.write_str("FORWARD"),
+            Hook::LocalOut => f.write_str("OUTPUT"),
+            Hook::PostRouting => f.write_str("POSTROUTING"),
+            Hook::Other(raw) => write!(f, "hook {raw}"),
         }
     }
 }

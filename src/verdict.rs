@@ -3,7 +3,8 @@
 use crate::config::MAX_PAYLOAD_LEN;
 use crate::error::{Error, Result};
 
-/// What happens to the packet.
+/// What happens to the packet. Displayed as iptables would (`ACCEPT`, `DROP`, `REPEAT`,
+/// `QUEUE 3`, `QUEUE 3 bypass`, `STOP`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Action {
@@ -48,6 +49,19 @@ impl Action {
                 };
                 libc::NF_QUEUE as u32 | (u32::from(num) << 16) | flag
             }
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Accept => f.write_str("ACCEPT"),
+            Action::Drop => f.write_str("DROP"),
+            Action::Repeat => f.write_str("REPEAT"),
+            Action::Stop => f.write_str("STOP"),
+            Action::Queue { num, bypass: false } => write!(f, "QUEUE {num}"),
+            Action::Queue { num, bypass: true } => write!(f, "QUEUE {num} bypass"),
         }
     }
 }
