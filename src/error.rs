@@ -138,6 +138,18 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// The [`Handle`](crate::Handle) this verdict was for was dropped: its socket is closed
+    /// and the kernel released its packets.
+    #[error("the handle was closed; the kernel released its packets")]
+    HandleClosed,
+
+    /// A verdict that cannot be sent in this form.
+    #[error("invalid verdict: {what}")]
+    InvalidVerdict {
+        /// What is wrong with it.
+        what: &'static str,
+    },
+
     /// The handle was used from inside one of its own callbacks in a way that needs the
     /// receive path (processing, binding or waiting for the kernel), which is busy dispatching.
     #[error("the handle is busy dispatching packets; it cannot be re-entered from a callback")]

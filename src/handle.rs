@@ -7,26 +7,46 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nfq_sys as sys;
 
 use crate::config::QueueConfig;
+use crate::deferred::{Handled, Pending, QueueState, VerdictSender};
 use crate::error::{Error, Result, OP_BIND, OP_CONFIG, OP_UNBIND, OP_VERDICT};
 use crate::netlink::{self, AlignedBuf, Answer, ConfigMsg, Message};
 use crate::packet::Packet;
 use crate::queue::Queue;
-use crate::verdict::Verdict;
+use crate::socket::{Shared, Socket, SocketGuard};
+use crate::stop::Shutdown;
+use crate::verdict::{Action, Verdict};
 
 /// Default size of the receive buffer: the largest packet message (a 65531-byte payload plus
 /// every metadata attribute) with room to spare.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024 + 8 * 1024;
+/// Default for [`Handle::set_batch_limit`].
+pub const DEFAULT_BATCH_LIMIT: usize = 64;
 const SEND_BUFFER_SIZE: usize = 8 * 1024;
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The callback type a [`Queue`] stores.
-pub(crate) type Callback<'cb> = Box<dyn FnMut(&Packet<'_>) -> Verdict + Send + 'cb>;
+/// The callback a [`Queue`] stores.
+enum Callback<'cb> {
+    /// [`Handle::queue`]: decides every packet at once.
+    Verdict(Box<dyn FnMut(&Packet<'_>) -> Verdict + Send + 'cb>),
+    /// [`Handle::queue_deferrable`]: decides or defers.
+    Deferrable(Box<dyn for<'a> FnMut(Pending<'a>) -> Handled<'a> + Send + 'cb>),
+}
+
+/// Consecutive packets of one queue decided with the same plain verdict, not sent yet: they
+/// go to the kernel as one range verdict (`NFQNL_MSG_VERDICT_BATCH`) up to `last`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Run {
+    action: Action,
+    mark: Option<u32>,
+    last: u32,
+    count: u32,
+}
 
 struct Slot<'cb> {
     num: u16,
@@ -35,176 +55,17 @@ struct Slot<'cb> {
     /// `None` while the callback runs (it is taken out so that the registry is not borrowed
     /// during the call).
     callback: Option<Callback<'cb>>,
-    fallback: Verdict,
+    state: Arc<QueueState>,
+    run: Option<Run>,
 }
 
-/// The netlink socket, owned: opened by libmnl, closed exactly once on drop.
-struct Socket {
-    nl: NonNull<sys::mnl_socket>,
-    fd: RawFd,
-    portid: u32,
-}
+/// Owns the shared socket: closes it when the handle is dropped, even while verdict senders
+/// on other threads still hold the shared cell.
+struct Owner(Arc<Shared>);
 
-// SAFETY: `struct mnl_socket` is a plain fd plus the socket address, owned by this value alone;
-// libmnl keeps no thread-local or global state for it, so it may be used and closed from any
-// thread.
-unsafe impl Send for Socket {}
-// SAFETY: after `open`, the `mnl_socket` is only read (`fd`, `portid` are copied out) and every
-// `&self` method is a system call on the fd (sendto, recvfrom, setsockopt), which the kernel
-// serializes; nothing is mutated through a shared reference.
-unsafe impl Sync for Socket {}
-
-impl Socket {
-    fn open() -> Result<Socket> {
-        // SAFETY: plain constructor call; a null return is handled below.
-        let nl = unsafe { sys::mnl_socket_open2(libc::NETLINK_NETFILTER, libc::SOCK_CLOEXEC) };
-        let nl = NonNull::new(nl).ok_or_else(|| Error::last_os("open netlink socket"))?;
-        // SAFETY: `nl` is live; fd and portid are plain reads (portid is 0 until bound).
-        let fd = unsafe { sys::mnl_socket_get_fd(nl.as_ptr()) };
-        // From here on `sock` owns `nl` and closes it on every path.
-        let mut sock = Socket { nl, fd, portid: 0 };
-        // SAFETY: `nl` is live; binding with AUTOPID lets the kernel pick the port id.
-        if unsafe { sys::mnl_socket_bind(nl.as_ptr(), 0, sys::MNL_SOCKET_AUTOPID as libc::pid_t) }
-            < 0
-        {
-            return Err(Error::last_os("bind netlink socket"));
-        }
-        // SAFETY: `nl` is live and bound.
-        sock.portid = unsafe { sys::mnl_socket_get_portid(nl.as_ptr()) };
-        Ok(sock)
-    }
-
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        // SAFETY: an all-zero sockaddr_nl is the kernel's address (nl_pid 0).
-        let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: `bytes` is a live slice; the address points at a sockaddr_nl of the given size.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&kernel as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Receives one datagram into `buf` (its whole capacity). `Ok(None)`: nothing to read
-    /// (non-blocking, timeout, signal) or a datagram not from the kernel (ignored).
-    fn recv(&self, buf: &mut AlignedBuf, flags: i32) -> Result<Option<usize>> {
-        buf.clear();
-        let space = buf.whole_mut();
-        // SAFETY: zeroed sockaddr_nl is a valid out-parameter.
-        let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        let mut from_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: `space` is a live, writable buffer of `space.len()` bytes; `from`/`from_len`
-        // describe a writable sockaddr_nl.
-        let rc = unsafe {
-            libc::recvfrom(
-                self.fd,
-                space.as_mut_ptr().cast(),
-                space.len(),
-                flags | libc::MSG_TRUNC,
-                (&mut from as *mut libc::sockaddr_nl).cast(),
-                &mut from_len,
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => Ok(None),
-                Some(libc::ENOBUFS) => Err(Error::NoBufs),
-                _ => Err(Error::io("receive", err)),
-            };
-        }
-        let len = rc as usize;
-        if len > space.len() {
-            return Err(Error::MessageTruncated {
-                len,
-                capacity: space.len(),
-            });
-        }
-        if from.nl_pid != 0 {
-            return Ok(None);
-        }
-        buf.set_len(len);
-        Ok(Some(len))
-    }
-
-    fn setsockopt<T>(&self, level: i32, name: i32, value: &T) -> io::Result<()> {
-        // SAFETY: `value` points at a live `T` of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd,
-                level,
-                name,
-                (value as *const T).cast(),
-                mem::size_of::<T>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn getsockopt_int(&self, level: i32, name: i32) -> io::Result<i32> {
-        let mut value: libc::c_int = 0;
-        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `value`/`len` describe a writable c_int.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd,
-                level,
-                name,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(value)
-        }
-    }
-
-    /// Waits until the socket is readable or `timeout` passes; `Ok(false)` on timeout.
-    fn poll_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match rc {
-            0 => Ok(false),
-            n if n > 0 => Ok(true),
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    Ok(true)
-                } else {
-                    Err(err)
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Socket {
+impl Drop for Owner {
     fn drop(&mut self) {
-        // SAFETY: `nl` was returned by mnl_socket_open2 and is closed only here, once.
-        unsafe { sys::mnl_socket_close(self.nl.as_ptr()) };
+        self.0.close();
     }
 }
 
@@ -215,11 +76,23 @@ struct Dispatch {
     panic: Option<Box<dyn Any + Send + 'static>>,
 }
 
+/// How the first receive of a `process` call waits.
+#[derive(Clone, Copy)]
+enum Wait<'a> {
+    /// As the socket is set up: blocking unless non-blocking or with a receive timeout.
+    Socket,
+    /// Not at all.
+    Never,
+    /// Until a packet arrives or the shutdown triggers.
+    Until(&'a Shutdown),
+}
+
 /// A netlink socket connected to the kernel's NFQUEUE subsystem, holding the queues bound on it.
 ///
-/// Bind queues with [`Handle::queue`], then drive the handle with [`Handle::run`] (blocking) or
-/// [`Handle::process`] (one receive, for event loops). Dropping the handle closes the socket; the
-/// kernel then unbinds its queues and **drops** every packet still waiting for a verdict.
+/// Bind queues with [`Handle::queue`] (or [`Handle::queue_deferrable`]), then drive the handle
+/// with [`Handle::run`] / [`Handle::run_until`] (blocking) or [`Handle::process`] (for event
+/// loops). Dropping the handle closes the socket; the kernel then unbinds its queues and
+/// **drops** every packet still waiting for a verdict.
 ///
 /// `'cb` is the lifetime of the callbacks: they may borrow local state that outlives the
 /// handle. A handle stored in a struct is usually `Handle<'static>`.
@@ -227,7 +100,17 @@ struct Dispatch {
 /// The handle is `Send` (it can be moved to another thread with its callbacks, which must
 /// therefore be `Send`) but not `Sync`: receiving and dispatching use buffers it owns. Its
 /// [`Queue`]s borrow it, so move the handle before binding queues (or bind them in the thread
-/// that runs it).
+/// that runs it). Other threads send verdicts through a [`VerdictSender`] or
+/// [`DeferredPacket`](crate::DeferredPacket)s.
+///
+/// # Batching
+///
+/// Each `process` call receives what is waiting, up to [`Handle::set_batch_limit`] packets
+/// (default 64), dispatches it, then sends all the verdicts in one system call. Consecutive
+/// packets of a queue decided with the same plain verdict (no payload) are decided by one
+/// range verdict, but only while no deferred packet of that queue is outstanding, since a range
+/// verdict decides every queued packet up to its id. [`Handle::set_range_verdicts`] turns that
+/// off; a batch limit of 1 sends each verdict as soon as its callback returned.
 ///
 /// ```compile_fail
 /// fn shared<T: Sync>(_: &T) {}
@@ -247,7 +130,7 @@ struct Dispatch {
 #[doc(alias = "nfq_handle")]
 #[doc(alias = "mnl_socket")]
 pub struct Handle<'cb> {
-    sock: Socket,
+    owner: Owner,
     recv: RefCell<AlignedBuf>,
     send: RefCell<AlignedBuf>,
     /// Single messages received while waiting for an acknowledgement, dispatched next.
@@ -258,6 +141,8 @@ pub struct Handle<'cb> {
     seq: Cell<u32>,
     generation: Cell<u64>,
     ack_timeout: Cell<Duration>,
+    batch_limit: Cell<usize>,
+    range_verdicts: Cell<bool>,
 }
 
 // Compile-time proof of the thread-safety claims above.
@@ -275,7 +160,7 @@ impl<'cb> Handle<'cb> {
     #[doc(alias = "mnl_socket_open")]
     pub fn open() -> Result<Self> {
         Ok(Handle {
-            sock: Socket::open()?,
+            owner: Owner(Arc::new(Shared::new(Socket::open()?))),
             recv: RefCell::new(AlignedBuf::with_capacity(DEFAULT_BUFFER_SIZE)),
             send: RefCell::new(AlignedBuf::with_capacity(SEND_BUFFER_SIZE)),
             backlog: RefCell::new(VecDeque::new()),
@@ -284,10 +169,21 @@ impl<'cb> Handle<'cb> {
             seq: Cell::new(0),
             generation: Cell::new(0),
             ack_timeout: Cell::new(DEFAULT_ACK_TIMEOUT),
+            batch_limit: Cell::new(DEFAULT_BATCH_LIMIT),
+            range_verdicts: Cell::new(true),
         })
     }
 
-    /// Binds queue `num` with `config`, dispatching its packets to `callback`.
+    /// The open socket. Only the handle closes it (when dropped), so from `&self` it is open.
+    fn sock(&self) -> SocketGuard<'_> {
+        self.owner
+            .0
+            .get()
+            .expect("the handle's socket is open while the handle lives")
+    }
+
+    /// Binds queue `num` with `config`, dispatching its packets to `callback`, which decides
+    /// each packet at once.
     ///
     /// The bind, the copy mode, the maximum length and the flags go to the kernel in one
     /// message, so the queue never runs with the kernel's after-bind copy mode `NONE` (which
@@ -303,6 +199,53 @@ impl<'cb> Handle<'cb> {
     where
         F: FnMut(&Packet<'_>) -> Verdict + Send + 'cb,
     {
+        self.bind(num, config, Callback::Verdict(Box::new(callback)))
+    }
+
+    /// Binds queue `num` like [`Handle::queue`], with a callback that may also **defer** a
+    /// packet: take it out as an owned [`DeferredPacket`](crate::DeferredPacket) and decide it
+    /// later, from any thread, while this handle goes on receiving.
+    ///
+    /// ```no_run
+    /// use libnfq::{Handle, Pending, QueueConfig};
+    /// # fn main() -> libnfq::Result<()> {
+    /// let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    /// std::thread::spawn(move || {
+    ///     for packet in rx {
+    ///         let packet: libnfq::DeferredPacket = packet;
+    ///         let _ = packet.accept(); // decided on another thread
+    ///     }
+    /// });
+    /// let handle = Handle::open()?;
+    /// let _queue = handle.queue_deferrable(0, QueueConfig::new(), move |pending: Pending<'_>| {
+    ///     if pending.payload().len() < 64 {
+    ///         return pending.accept(); // small packets: decide now
+    ///     }
+    ///     let (packet, handled) = pending.defer();
+    ///     tx.send(packet).expect("worker alive");
+    ///     handled
+    /// })?;
+    /// handle.run()
+    /// # }
+    /// ```
+    pub fn queue_deferrable<F>(
+        &self,
+        num: u16,
+        config: QueueConfig,
+        callback: F,
+    ) -> Result<Queue<'_, 'cb>>
+    where
+        F: for<'a> FnMut(Pending<'a>) -> Handled<'a> + Send + 'cb,
+    {
+        self.bind(num, config, Callback::Deferrable(Box::new(callback)))
+    }
+
+    fn bind(
+        &self,
+        num: u16,
+        config: QueueConfig,
+        callback: Callback<'cb>,
+    ) -> Result<Queue<'_, 'cb>> {
         let flags = config.flags.bits();
         let answer = self.request(
             ConfigMsg {
@@ -324,29 +267,35 @@ impl<'cb> Handle<'cb> {
         self.queues.borrow_mut().push(Slot {
             num,
             generation,
-            callback: Some(Box::new(callback)),
-            fallback: config.fallback,
+            callback: Some(callback),
+            state: QueueState::new(config.fallback),
+            run: None,
         });
         Ok(Queue::new(self, num, generation))
     }
 
+    /// A sender for verdicts from other threads on this handle's socket (range verdicts,
+    /// batches). It stays valid after the handle is dropped, but then every send fails with
+    /// [`Error::HandleClosed`].
+    pub fn verdict_sender(&self) -> VerdictSender {
+        VerdictSender {
+            shared: Arc::clone(&self.owner.0),
+        }
+    }
+
     /// Unbinds queue `num` and forgets its slot. Called by `Queue`.
     pub(crate) fn unbind(&self, num: u16, generation: u64) -> Result<()> {
-        let can_wait = self.recv.try_borrow_mut().is_ok();
-        let result = if can_wait {
-            self.request(
-                ConfigMsg {
-                    queue: num,
-                    seq: 0,
-                    ack: true,
-                    cmd: Some(netlink::CMD_UNBIND),
-                    params: None,
-                    max_len: None,
-                    flags: None,
-                },
-                OP_UNBIND,
-            )
-            .and_then(|a| {
+        let unbind = ConfigMsg {
+            queue: num,
+            seq: 0,
+            ack: true,
+            cmd: Some(netlink::CMD_UNBIND),
+            params: None,
+            max_len: None,
+            flags: None,
+        };
+        let result = if self.recv.try_borrow_mut().is_ok() {
+            self.request(unbind, OP_UNBIND).and_then(|a| {
                 if a.errno == 0 {
                     Ok(())
                 } else {
@@ -360,16 +309,11 @@ impl<'cb> Handle<'cb> {
             netlink::put_config(
                 &mut buf,
                 &ConfigMsg {
-                    queue: num,
-                    seq: 0,
                     ack: false,
-                    cmd: Some(netlink::CMD_UNBIND),
-                    params: None,
-                    max_len: None,
-                    flags: None,
+                    ..unbind
                 },
             );
-            self.sock
+            self.sock()
                 .send(buf.as_slice())
                 .map_err(|e| Error::io(OP_UNBIND, e))
         };
@@ -396,21 +340,20 @@ impl<'cb> Handle<'cb> {
         let mut buf = AlignedBuf::with_capacity(128);
         netlink::put_config(&mut buf, &msg);
         let mut recv = self.recv.try_borrow_mut().map_err(|_| Error::Reentrant)?;
-        self.sock
-            .send(buf.as_slice())
-            .map_err(|e| Error::io(op, e))?;
+        let sock = self.sock();
+        sock.send(buf.as_slice()).map_err(|e| Error::io(op, e))?;
         let deadline = Instant::now() + self.ack_timeout.get();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero()
-                || !self
-                    .sock
-                    .poll_readable(Some(left))
+            let readable = !left.is_zero()
+                && sock
+                    .poll(libc::POLLIN, None, Some(left))
                     .map_err(|e| Error::io(op, e))?
-            {
+                    .0;
+            if !readable {
                 return Err(Error::Timeout { op });
             }
-            let n = match self.sock.recv(&mut recv, libc::MSG_DONTWAIT) {
+            let n = match sock.recv(&mut recv, libc::MSG_DONTWAIT) {
                 Ok(Some(n)) => n,
                 Ok(None) => continue,
                 Err(e @ (Error::NoBufs | Error::MessageTruncated { .. })) => {
@@ -436,31 +379,34 @@ impl<'cb> Handle<'cb> {
         }
     }
 
-    /// Receives once and dispatches what arrived: calls the callbacks of the packets, sends
-    /// their verdicts (all verdicts of one receive in one `sendmsg`) and returns how many
-    /// packets were handled.
+    /// Receives what is waiting and dispatches it: calls the callbacks of the packets, sends
+    /// their verdicts (all in one system call, see [Batching](Handle#batching)) and returns how
+    /// many packets were handled.
     ///
-    /// Waits for data unless the socket is non-blocking ([`Handle::set_nonblocking`]) or has a
-    /// receive timeout ([`Handle::set_recv_timeout`]); returns `Ok(0)` when nothing arrived.
+    /// The first receive waits for data unless the socket is non-blocking
+    /// ([`Handle::set_nonblocking`]) or has a receive timeout ([`Handle::set_recv_timeout`]);
+    /// then it takes what else is already waiting, up to the batch limit, without waiting.
+    /// Returns `Ok(0)` when nothing arrived.
     ///
     /// Errors the kernel reports about earlier verdicts arrive interleaved with packets; they are
-    /// returned after the packets of the same receive were dispatched, one per call (the rest
+    /// returned after the packets received with them were dispatched, one per call (the rest
     /// are kept for the following calls). [`Error::is_transient`] tells which ones the loop can
     /// simply continue past, such as [`Error::NoBufs`].
     ///
     /// # Panics
     /// When a callback panics, its packet gets the queue's fallback verdict
     /// ([`QueueConfig::fallback`], default drop), no further callback runs for the packets of
-    /// the same receive (they get their fallback verdicts too), and the panic is resumed here,
-    /// on the caller's thread, after the verdicts were sent.
+    /// the same call (they get their fallback verdicts too), and the panic is resumed here, on
+    /// the caller's thread, after the verdicts were sent.
     #[doc(alias = "nfq_handle_packet")]
     #[doc(alias = "mnl_cb_run")]
     pub fn process(&self) -> Result<usize> {
-        self.process_once(0).map(|(n, _)| n)
+        self.process_inner(Wait::Socket).map(|(n, _)| n)
     }
 
-    /// Like [`Handle::process`]; also tells whether the receive found nothing to read.
-    fn process_once(&self, recv_flags: i32) -> Result<(usize, bool)> {
+    /// One receive-dispatch-send pass. Returns the packets handled and whether the first
+    /// receive found nothing.
+    fn process_inner(&self, wait: Wait<'_>) -> Result<(usize, bool)> {
         if let Some(err) = self.errors.borrow_mut().pop_front() {
             return Err(err);
         }
@@ -468,15 +414,27 @@ impl<'cb> Handle<'cb> {
         let mut state = Dispatch::default();
         let mut idle = false;
         let backlog = mem::take(&mut *self.backlog.borrow_mut());
-        if backlog.is_empty() {
-            match self.sock.recv(&mut recv, recv_flags)? {
-                Some(n) => self.dispatch(&recv.as_slice()[..n], &mut state),
-                None => idle = true,
-            }
-        } else {
+        if !backlog.is_empty() {
             for message in &backlog {
                 self.dispatch(message.as_slice(), &mut state);
             }
+        } else if self.receive_first(&mut recv, wait)? {
+            let n = recv.len();
+            self.dispatch(&recv.as_slice()[..n], &mut state);
+            // Take what else is waiting, without waiting, up to the batch limit.
+            let limit = self.batch_limit.get();
+            while state.packets < limit && state.panic.is_none() {
+                match self.sock().recv(&mut recv, libc::MSG_DONTWAIT) {
+                    Ok(Some(n)) => self.dispatch(&recv.as_slice()[..n], &mut state),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.errors.borrow_mut().push_back(e);
+                        break;
+                    }
+                }
+            }
+        } else {
+            idle = true;
         }
         drop(recv);
         self.flush_verdicts();
@@ -489,10 +447,30 @@ impl<'cb> Handle<'cb> {
         }
     }
 
+    /// The first receive of a pass; `Ok(false)` when nothing arrived.
+    fn receive_first(&self, recv: &mut AlignedBuf, wait: Wait<'_>) -> Result<bool> {
+        let sock = self.sock();
+        match wait {
+            Wait::Socket => Ok(sock.recv(recv, 0)?.is_some()),
+            Wait::Never => Ok(sock.recv(recv, libc::MSG_DONTWAIT)?.is_some()),
+            Wait::Until(stop) => loop {
+                if stop.is_triggered() {
+                    return Ok(false);
+                }
+                if sock.recv(recv, libc::MSG_DONTWAIT)?.is_some() {
+                    return Ok(true);
+                }
+                sock.poll(libc::POLLIN, Some(stop.fd()), None)
+                    .map_err(|e| Error::io("poll", e))?;
+            },
+        }
+    }
+
     /// Runs the receive loop: waits for packets and dispatches them, forever.
     ///
     /// Returns only with an error: a non-[transient](Error::is_transient) one ends the loop,
     /// and so does a transient one, so that the caller can count it; call `run` again to go on.
+    /// [`Handle::run_until`] also returns when a [`Shutdown`] triggers.
     ///
     /// ```no_run
     /// # use libnfq::{Handle, QueueConfig, Verdict};
@@ -512,14 +490,30 @@ impl<'cb> Handle<'cb> {
     /// ```
     pub fn run(&self) -> Result<()> {
         loop {
-            let (_, idle) = self.process_once(0)?;
+            let (_, idle) = self.process_inner(Wait::Socket)?;
             if idle {
                 // Non-blocking socket (or a timeout/signal): wait instead of spinning.
-                self.sock
-                    .poll_readable(None)
+                self.sock()
+                    .poll(libc::POLLIN, None, None)
                     .map_err(|e| Error::io("poll", e))?;
             }
         }
+    }
+
+    /// Like [`Handle::run`], and returns `Ok(())` promptly once `shutdown` is triggered (from
+    /// another thread or a signal handler), after sending the verdicts of every packet it
+    /// dispatched. Packets still waiting in the kernel stay queued: run again, or drop the
+    /// handle (the kernel then drops them).
+    pub fn run_until(&self, shutdown: &Shutdown) -> Result<()> {
+        while !shutdown.is_triggered() {
+            self.process_inner(Wait::Until(shutdown))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Handle::process`] but never waits, whatever the socket's mode.
+    pub fn process_nowait(&self) -> Result<usize> {
+        self.process_inner(Wait::Never).map(|(n, _)| n)
     }
 
     fn dispatch(&self, datagram: &[u8], state: &mut Dispatch) {
@@ -527,7 +521,7 @@ impl<'cb> Handle<'cb> {
             match message {
                 Message::Packet { queue, attrs } => {
                     let packet = Packet::new(queue, attrs);
-                    self.decide(&packet, state);
+                    self.decide(packet, state);
                 }
                 Message::Answer(answer) if answer.errno != 0 && answer.seq == 0 => {
                     self.errors.borrow_mut().push_back(verdict_error(&answer));
@@ -541,9 +535,10 @@ impl<'cb> Handle<'cb> {
         }
     }
 
-    fn decide(&self, packet: &Packet<'_>, state: &mut Dispatch) {
+    fn decide(&self, packet: Packet<'_>, state: &mut Dispatch) {
         let queue = packet.queue_num();
-        let (generation, mut callback, fallback) = {
+        let id = packet.id();
+        let (generation, mut callback, queue_state) = {
             let mut queues = self.queues.borrow_mut();
             let Some(slot) = queues.iter_mut().find(|s| s.num == queue) else {
                 // Not (or no longer) bound here: the kernel released the packet on unbind.
@@ -554,17 +549,24 @@ impl<'cb> Handle<'cb> {
             } else {
                 None
             };
-            (slot.generation, callback, slot.fallback.clone())
+            (slot.generation, callback, Arc::clone(&slot.state))
         };
-        let verdict = match callback.as_mut() {
-            Some(cb) => match panic::catch_unwind(AssertUnwindSafe(|| cb(packet))) {
-                Ok(verdict) => verdict,
-                Err(payload) => {
-                    state.panic = Some(payload);
-                    fallback.clone()
-                }
-            },
-            None => fallback.clone(),
+        state.packets += 1;
+        let truncated = packet
+            .is_truncated()
+            .then(|| (packet.payload().len(), packet.original_len()));
+        let deferred = Cell::new(false);
+        let outcome = match callback.as_mut() {
+            None => None,
+            Some(Callback::Verdict(cb)) => {
+                Some(panic::catch_unwind(AssertUnwindSafe(|| Some(cb(&packet)))))
+            }
+            Some(Callback::Deferrable(cb)) => {
+                let pending = Pending::new(packet, &queue_state, &self.owner.0, &deferred);
+                Some(panic::catch_unwind(AssertUnwindSafe(|| {
+                    cb(pending).verdict
+                })))
+            }
         };
         if let Some(cb) = callback {
             let mut queues = self.queues.borrow_mut();
@@ -576,51 +578,133 @@ impl<'cb> Handle<'cb> {
             }
             // else: the Queue was dropped from inside its own callback; `cb` is freed here.
         }
-        state.packets += 1;
-        let verdict = if verdict.payload().is_some() && packet.is_truncated() {
-            self.errors.borrow_mut().push_back(Error::TruncatedPayload {
-                queue,
-                id: packet.id(),
-                copied: packet.payload().len(),
-                original: packet.original_len(),
-            });
-            &fallback
-        } else {
-            &verdict
+        // `Ok(None)`: the callback deferred the packet; its DeferredPacket decides it.
+        let verdict = match outcome {
+            Some(Ok(None)) => return,
+            Some(Ok(Some(verdict))) => verdict,
+            Some(Err(payload)) => {
+                state.panic = Some(payload);
+                if deferred.get() {
+                    // The DeferredPacket was dropped while unwinding (and sent the fallback
+                    // verdict) or escaped to be decided elsewhere.
+                    return;
+                }
+                queue_state.fallback.clone()
+            }
+            None => queue_state.fallback.clone(),
         };
-        self.push_verdict(queue, packet.id(), verdict);
+        let verdict = match truncated {
+            Some((copied, original)) if verdict.payload().is_some() => {
+                self.errors.borrow_mut().push_back(Error::TruncatedPayload {
+                    queue,
+                    id,
+                    copied,
+                    original,
+                });
+                queue_state.fallback.clone()
+            }
+            _ => verdict,
+        };
+        self.push_verdict(queue, id, &verdict, &queue_state);
     }
 
-    fn push_verdict(&self, queue: u16, id: u32, verdict: &Verdict) {
-        let needed =
-            netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len));
-        let mut send = self.send.borrow_mut();
-        if send.len() + needed > send.capacity() && !send.is_empty() {
-            self.send_now(&mut send);
+    /// Queues a verdict for sending: into the queue's range run when it can join one, else as
+    /// an individual message.
+    fn push_verdict(&self, queue: u16, id: u32, verdict: &Verdict, state: &QueueState) {
+        let plain = verdict.payload().is_none();
+        if plain
+            && self.range_verdicts.get()
+            && self.batch_limit.get() > 1
+            && !state.has_outstanding()
+        {
+            // No deferred packet of this queue is outstanding, so every packet with a lower
+            // id has been decided: a range verdict up to `id` covers only packets decided here.
+            let mut queues = self.queues.borrow_mut();
+            if let Some(slot) = queues.iter_mut().find(|s| s.num == queue) {
+                let next = Run {
+                    action: verdict.action(),
+                    mark: verdict.mark(),
+                    last: id,
+                    count: 1,
+                };
+                match &mut slot.run {
+                    Some(run) if run.action == next.action && run.mark == next.mark => {
+                        run.last = id;
+                        run.count += 1;
+                    }
+                    run => {
+                        if let Some(old) = run.replace(next) {
+                            drop(queues);
+                            self.push_run(queue, old);
+                        }
+                    }
+                }
+                return;
+            }
         }
-        netlink::put_verdict(
-            &mut send,
-            queue,
-            id,
-            verdict.action().raw(),
-            verdict.mark(),
-            verdict.payload(),
+        self.push_message(
+            netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len)),
+            |buf| {
+                netlink::put_verdict(
+                    buf,
+                    queue,
+                    id,
+                    verdict.action().raw(),
+                    verdict.mark(),
+                    verdict.payload(),
+                )
+            },
         );
     }
 
+    fn push_run(&self, queue: u16, run: Run) {
+        let len = netlink::verdict_len(run.mark.is_some(), None);
+        if run.count == 1 {
+            self.push_message(len, |buf| {
+                netlink::put_verdict(buf, queue, run.last, run.action.raw(), run.mark, None)
+            });
+        } else {
+            self.push_message(len, |buf| {
+                netlink::put_batch_verdict(buf, queue, run.last, run.action.raw(), run.mark)
+            });
+        }
+    }
+
+    /// Appends a message to the send buffer, sending what it holds first if it would not fit.
+    fn push_message(&self, len: usize, put: impl FnOnce(&mut AlignedBuf)) {
+        let mut send = self.send.borrow_mut();
+        if !send.is_empty() && send.len() + len > send.capacity() {
+            self.send_now(&mut send);
+        }
+        put(&mut send);
+        if self.batch_limit.get() <= 1 {
+            self.send_now(&mut send);
+        }
+    }
+
+    /// Sends every verdict not sent yet: the range runs, then the send buffer.
     fn flush_verdicts(&self) {
+        loop {
+            let next = {
+                let mut queues = self.queues.borrow_mut();
+                queues
+                    .iter_mut()
+                    .find_map(|s| s.run.take().map(|r| (s.num, r)))
+            };
+            match next {
+                Some((queue, run)) => self.push_run(queue, run),
+                None => break,
+            }
+        }
         let mut send = self.send.borrow_mut();
         if !send.is_empty() {
             self.send_now(&mut send);
         }
-        if send.capacity() > 4 * SEND_BUFFER_SIZE {
-            // A payload verdict grew the buffer; give the memory back.
-            send.resize_capacity(SEND_BUFFER_SIZE);
-        }
+        send.shrink_if_large();
     }
 
     fn send_now(&self, send: &mut AlignedBuf) {
-        if let Err(e) = self.sock.send(send.as_slice()) {
+        if let Err(e) = self.sock().send(send.as_slice()) {
             self.errors
                 .borrow_mut()
                 .push_back(Error::io("send verdicts", e));
@@ -628,11 +712,25 @@ impl<'cb> Handle<'cb> {
         send.clear();
     }
 
+    /// Sets how many packets one [`Handle::process`] call may receive before it sends their
+    /// verdicts (default [`DEFAULT_BATCH_LIMIT`]); it also stops earlier when nothing more is
+    /// waiting, so a packet never waits for others to arrive. `1` turns batching off: each
+    /// verdict is sent as soon as its callback returned, one message per packet.
+    pub fn set_batch_limit(&self, packets: usize) {
+        self.batch_limit.set(packets.max(1));
+    }
+
+    /// Turns the automatic range verdicts on (the default) or off. Off, every packet gets its
+    /// own verdict message (still sent together with the others of the same call).
+    pub fn set_range_verdicts(&self, on: bool) {
+        self.range_verdicts.set(on);
+    }
+
     /// The socket's netlink port id (what `/proc/net/netfilter/nfnetlink_queue` lists as the
     /// queue's owner).
     #[doc(alias = "mnl_socket_get_portid")]
     pub fn portid(&self) -> u32 {
-        self.sock.portid
+        self.owner.0.portid
     }
 
     /// Sets the socket's receive buffer size (`SO_RCVBUFFORCE` when privileged, else
@@ -644,10 +742,10 @@ impl<'cb> Handle<'cb> {
     pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<usize> {
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         let forced = self
-            .sock
+            .sock()
             .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &value);
         if forced.is_err() {
-            self.sock
+            self.sock()
                 .setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, &value)
                 .map_err(|e| Error::io("set SO_RCVBUF", e))?;
         }
@@ -656,7 +754,7 @@ impl<'cb> Handle<'cb> {
 
     /// The socket's receive buffer size as the kernel reports it (`SO_RCVBUF`).
     pub fn recv_buffer_size(&self) -> Result<usize> {
-        self.sock
+        self.sock()
             .getsockopt_int(libc::SOL_SOCKET, libc::SO_RCVBUF)
             .map(|v| v as usize)
             .map_err(|e| Error::io("get SO_RCVBUF", e))
@@ -665,7 +763,7 @@ impl<'cb> Handle<'cb> {
     /// With `true`, the kernel no longer reports receive-buffer overflows
     /// ([`Error::NoBufs`]); dropped packets are still counted in the queue statistics.
     pub fn set_no_enobufs(&self, on: bool) -> Result<()> {
-        self.sock
+        self.sock()
             .setsockopt(
                 libc::SOL_NETLINK,
                 libc::NETLINK_NO_ENOBUFS,
@@ -679,7 +777,7 @@ impl<'cb> Handle<'cb> {
     /// then call `process` until it returns `Ok(0)`.
     pub fn set_nonblocking(&self, on: bool) -> Result<()> {
         // SAFETY: fcntl on our own fd with integer arguments.
-        let flags = unsafe { libc::fcntl(self.sock.fd, libc::F_GETFL) };
+        let flags = unsafe { libc::fcntl(self.owner.0.fd, libc::F_GETFL) };
         if flags < 0 {
             return Err(Error::last_os("fcntl(F_GETFL)"));
         }
@@ -689,7 +787,7 @@ impl<'cb> Handle<'cb> {
             flags & !libc::O_NONBLOCK
         };
         // SAFETY: as above.
-        if unsafe { libc::fcntl(self.sock.fd, libc::F_SETFL, flags) } < 0 {
+        if unsafe { libc::fcntl(self.owner.0.fd, libc::F_SETFL, flags) } < 0 {
             return Err(Error::last_os("fcntl(F_SETFL)"));
         }
         Ok(())
@@ -707,7 +805,7 @@ impl<'cb> Handle<'cb> {
                 t.subsec_micros() as libc::suseconds_t
             },
         };
-        self.sock
+        self.sock()
             .setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
             .map_err(|e| Error::io("set SO_RCVTIMEO", e))
     }
@@ -731,7 +829,7 @@ impl<'cb> Handle<'cb> {
 impl AsFd for Handle<'_> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the fd stays open for as long as `self` (closed only in Socket's Drop).
-        unsafe { BorrowedFd::borrow_raw(self.sock.fd) }
+        unsafe { BorrowedFd::borrow_raw(self.owner.0.fd) }
     }
 }
 
@@ -739,7 +837,7 @@ impl AsRawFd for Handle<'_> {
     #[doc(alias = "nfq_fd")]
     #[doc(alias = "mnl_socket_get_fd")]
     fn as_raw_fd(&self) -> RawFd {
-        self.sock.fd
+        self.owner.0.fd
     }
 }
 
@@ -751,8 +849,8 @@ impl std::fmt::Debug for Handle<'_> {
             .map(|q| q.iter().map(|s| s.num).collect())
             .unwrap_or_default();
         f.debug_struct("Handle")
-            .field("fd", &self.sock.fd)
-            .field("portid", &self.sock.portid)
+            .field("fd", &self.owner.0.fd)
+            .field("portid", &self.owner.0.portid)
             .field("queues", &queues)
             .finish()
     }

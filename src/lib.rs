@@ -56,18 +56,23 @@
 #![warn(missing_docs)]
 
 mod config;
+mod deferred;
 mod error;
 mod handle;
 mod netlink;
 mod packet;
 mod queue;
+mod socket;
+mod stop;
 mod verdict;
 
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};
+pub use deferred::{DeferredPacket, Handled, Pending, VerdictBatch, VerdictSender};
 pub use error::{Error, Result};
-pub use handle::{Handle, DEFAULT_BUFFER_SIZE};
+pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE};
 pub use packet::{Hook, Packet, SkbInfo};
 pub use queue::Queue;
+pub use stop::Shutdown;
 pub use verdict::{Action, Verdict};
 
 /// Raw bindings, re-exported for what the safe API does not cover (and for ports of C code

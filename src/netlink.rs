@@ -97,6 +97,14 @@ impl AlignedBuf {
         self.len = len;
     }
 
+    /// Gives memory back after a large payload verdict grew the buffer past 64 KiB.
+    pub(crate) fn shrink_if_large(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.len == 0 && self.capacity() > KEEP {
+            self.resize_capacity(KEEP);
+        }
+    }
+
     /// Copies `bytes` into a new buffer of exactly that size.
     pub(crate) fn copy_of(bytes: &[u8]) -> Self {
         let mut buf = AlignedBuf::with_capacity(bytes.len());
@@ -215,6 +223,28 @@ pub(crate) fn put_verdict(
             }
             if let Some(p) = payload {
                 sys::nfq_nlmsg_verdict_put_pkt(nlh, p.as_ptr().cast(), p.len() as u32);
+            }
+        });
+    }
+}
+
+/// Appends an `NFQNL_MSG_VERDICT_BATCH` message: the verdict for every queued packet with an
+/// id up to `id`.
+pub(crate) fn put_batch_verdict(
+    buf: &mut AlignedBuf,
+    queue: u16,
+    id: u32,
+    verdict: u32,
+    mark: Option<u32>,
+) {
+    let max = verdict_len(mark.is_some(), None);
+    // SAFETY: `max` is exactly what the attributes below take.
+    unsafe {
+        buf.put_message(max, sys::NFQNL_MSG_VERDICT_BATCH, queue, |nlh| {
+            // SAFETY: `nlh` is a valid header with room for `max` bytes.
+            sys::nfq_nlmsg_verdict_put(nlh, id as i32, verdict as i32);
+            if let Some(mark) = mark {
+                sys::nfq_nlmsg_verdict_put_mark(nlh, mark);
             }
         });
     }
@@ -446,7 +476,7 @@ mod tests {
         assert_eq!(be32(bytes, 24), Some(1));
         assert_eq!(be32(bytes, 28), Some(42));
         // a second message is appended 4-byte aligned
-        put_verdict(&mut buf, 7, 43, 0, None, None);
+        put_batch_verdict(&mut buf, 7, 50, 0, Some(3));
         assert_eq!(buf.len() % 4, 0);
         let msgs: Vec<_> = messages(buf.as_slice()).collect();
         assert_eq!(msgs.len(), 2);

@@ -69,7 +69,9 @@ bitflags::bitflags! {
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
     pub struct SkbInfo: u32 {
         /// Checksums look wrong but are fine: they will be filled in by the hardware or the
-        /// stack later (typical of locally generated packets).
+        /// stack later. Seen on locally generated packets when the kernel does not complete
+        /// the checksum before copying: with [`QueueFlags::GSO`](crate::QueueFlags::GSO) or in
+        /// [`CopyMode::Meta`](crate::CopyMode::Meta).
         #[doc(alias = "NFQA_SKB_CSUMNOTREADY")]
         const CSUM_NOT_READY = sys::NFQA_SKB_CSUMNOTREADY;
         /// A GSO super-packet, larger than the device MTU (only with
@@ -212,7 +214,8 @@ impl<'a> Packet<'a> {
     }
 
     /// The packet's full length, which is more than `payload().len()` when the copy was
-    /// truncated by the copy range.
+    /// truncated by the copy range. The kernel reports the full length only in packet copy
+    /// mode: in [`CopyMode::Meta`](crate::CopyMode::Meta) this is 0.
     pub fn original_len(&self) -> u32 {
         self.attr_u32(sys::NFQA_CAP_LEN)
             .unwrap_or(self.payload().len() as u32)

@@ -8,14 +8,17 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Action {
-    /// Let the packet continue through the rules after the NFQUEUE rule's hook.
+    /// Let the packet go on. Like iptables' `ACCEPT`, it ends the traversal of the chain
+    /// (and table) whose rule queued the packet; the tables that come later at the same hook
+    /// (say, `filter` after `mangle`) still see it.
     #[doc(alias = "NF_ACCEPT")]
     Accept,
     /// Drop the packet.
     #[doc(alias = "NF_DROP")]
     Drop,
-    /// Re-inject the packet at the start of the same hook (it traverses the hook's rules
-    /// again; usually combined with a mark that the queueing rule skips).
+    /// Re-inject the packet into the table that queued it, from the start of its chain at
+    /// the same hook: the queueing rule sees it again, so combine it with a mark that the rule
+    /// skips (`-m mark ! --mark N`).
     #[doc(alias = "NF_REPEAT")]
     Repeat,
     /// Send the packet to another queue.
@@ -26,7 +29,8 @@ pub enum Action {
         /// If no program is bound to that queue, accept the packet instead of dropping it.
         bypass: bool,
     },
-    /// Accept the packet and skip the remaining rules of the hook.
+    /// Accept the packet and skip everything else at this hook, including the tables that
+    /// would come after the one that queued it.
     #[doc(alias = "NF_STOP")]
     Stop,
 }

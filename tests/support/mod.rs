@@ -32,7 +32,9 @@
 mod rawq;
 mod traffic;
 
+#[allow(unused_imports)]
 pub use rawq::RawQueue;
+#[allow(unused_imports)]
 pub use traffic::{tcp_roundtrip, udp_send, udp_send_each, TcpEcho, UdpSink};
 
 use std::ffi::OsStr;

@@ -1,0 +1,575 @@
+//! Deferred verdicts: packets taken out of the callback as owned values and decided later, on
+//! any thread; verdict batches for the threads that decide them.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+use crate::netlink::{self, AlignedBuf};
+use crate::packet::{Hook, Packet, SkbInfo};
+use crate::socket::Shared;
+use crate::verdict::Verdict;
+
+/// Per-queue state shared by the handle and the queue's deferred packets.
+pub(crate) struct QueueState {
+    /// The verdict for packets whose callback panicked, whose verdict was refused, or which
+    /// were dropped without a verdict.
+    pub(crate) fallback: Verdict,
+    /// Deferred packets of this queue not decided yet. Only the receiving thread increments it
+    /// (in [`Pending::defer`]); it is decremented once a deferred packet's verdict was sent, so
+    /// 0 means every deferred packet has left the kernel's queue.
+    pub(crate) outstanding: AtomicUsize,
+}
+
+impl QueueState {
+    pub(crate) fn new(fallback: Verdict) -> Arc<Self> {
+        Arc::new(QueueState {
+            fallback,
+            outstanding: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn has_outstanding(&self) -> bool {
+        self.outstanding.load(Ordering::Acquire) != 0
+    }
+}
+
+/// A packet handed to a callback bound with
+/// [`Handle::queue_deferrable`](crate::Handle::queue_deferrable): decide it now
+/// ([`Pending::verdict`]) or take it out as a [`DeferredPacket`] to decide later
+/// ([`Pending::defer`]). Either way the callback gets the [`Handled`] token it must return, so
+/// every packet is accounted for exactly once.
+///
+/// It dereferences to [`Packet`] for reading.
+pub struct Pending<'a> {
+    packet: Packet<'a>,
+    queue: &'a Arc<QueueState>,
+    shared: &'a Arc<Shared>,
+    deferred: &'a Cell<bool>,
+}
+
+/// Proof that a [`Pending`] packet was decided or deferred: the only value a deferrable
+/// callback can return. It is tied to the packet's lifetime, so a token cannot be kept from one
+/// call and returned for another packet:
+///
+/// ```compile_fail
+/// use libnfq::{Handle, Handled, Pending, QueueConfig, Verdict};
+/// let handle = Handle::open().unwrap();
+/// let mut saved: Option<Handled<'_>> = None;
+/// let _queue = handle.queue_deferrable(0, QueueConfig::new(), |pending: Pending<'_>| {
+///     match saved.take() {
+///         Some(token) => token, // error: the token belongs to another packet's lifetime
+///         None => pending.verdict(Verdict::accept()),
+///     }
+/// });
+/// ```
+#[must_use = "return it from the callback"]
+pub struct Handled<'a> {
+    pub(crate) verdict: Option<Verdict>,
+    _invariant: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<'a> Pending<'a> {
+    pub(crate) fn new(
+        packet: Packet<'a>,
+        queue: &'a Arc<QueueState>,
+        shared: &'a Arc<Shared>,
+        deferred: &'a Cell<bool>,
+    ) -> Self {
+        Pending {
+            packet,
+            queue,
+            shared,
+            deferred,
+        }
+    }
+
+    /// Decides the packet now (sent with the other verdicts of this receive).
+    pub fn verdict(self, verdict: Verdict) -> Handled<'a> {
+        Handled {
+            verdict: Some(verdict),
+            _invariant: PhantomData,
+        }
+    }
+
+    /// Accepts the packet now.
+    pub fn accept(self) -> Handled<'a> {
+        self.verdict(Verdict::accept())
+    }
+
+    /// Takes the packet out as an owned, `Send` value carrying its metadata and a copy of its
+    /// payload, to decide later from any thread.
+    pub fn defer(self) -> (DeferredPacket, Handled<'a>) {
+        self.defer_inner(true)
+    }
+
+    /// Like [`Pending::defer`] without copying the payload (only the metadata).
+    pub fn defer_metadata(self) -> (DeferredPacket, Handled<'a>) {
+        self.defer_inner(false)
+    }
+
+    fn defer_inner(self, with_payload: bool) -> (DeferredPacket, Handled<'a>) {
+        let p = &self.packet;
+        self.queue.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.deferred.set(true);
+        let owned = DeferredPacket {
+            meta: Meta {
+                queue: p.queue_num(),
+                id: p.id(),
+                hw_protocol: p.hw_protocol(),
+                hook: p.hook(),
+                mark: p.mark(),
+                indev: p.indev(),
+                outdev: p.outdev(),
+                physindev: p.physindev(),
+                physoutdev: p.physoutdev(),
+                uid: p.uid(),
+                gid: p.gid(),
+                skb_info: p.skb_info(),
+                timestamp: p.timestamp(),
+                hw_addr: p.hw_addr().map(|a| {
+                    let mut bytes = [0u8; 8];
+                    bytes[..a.len()].copy_from_slice(a);
+                    (bytes, a.len() as u8)
+                }),
+                original_len: p.original_len(),
+                copied_len: p.payload().len() as u32,
+                truncated: p.is_truncated(),
+            },
+            payload: if with_payload {
+                p.payload().to_vec()
+            } else {
+                Vec::new()
+            },
+            ticket: Some(Ticket {
+                shared: Arc::clone(self.shared),
+                queue: Arc::clone(self.queue),
+            }),
+        };
+        (
+            owned,
+            Handled {
+                verdict: None,
+                _invariant: PhantomData,
+            },
+        )
+    }
+}
+
+impl<'a> Deref for Pending<'a> {
+    type Target = Packet<'a>;
+    fn deref(&self) -> &Packet<'a> {
+        &self.packet
+    }
+}
+
+impl fmt::Debug for Pending<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Pending").field(&self.packet).finish()
+    }
+}
+
+/// What it takes to send a deferred packet's verdict.
+struct Ticket {
+    shared: Arc<Shared>,
+    queue: Arc<QueueState>,
+}
+
+#[derive(Clone, Debug)]
+struct Meta {
+    queue: u16,
+    id: u32,
+    hw_protocol: u16,
+    hook: Hook,
+    mark: u32,
+    indev: Option<u32>,
+    outdev: Option<u32>,
+    physindev: Option<u32>,
+    physoutdev: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    skb_info: SkbInfo,
+    timestamp: Option<SystemTime>,
+    hw_addr: Option<([u8; 8], u8)>,
+    original_len: u32,
+    copied_len: u32,
+    truncated: bool,
+}
+
+/// A packet taken out of its callback ([`Pending::defer`]): owned, `Send`, and carrying what it
+/// takes to send its verdict from any thread.
+///
+/// [`DeferredPacket::verdict`] consumes it, so a packet cannot be decided twice. Dropped
+/// without a verdict, it gets its queue's fallback verdict ([`QueueConfig::fallback`], drop by
+/// default), so no packet is forgotten. After its [`Handle`](crate::Handle) was dropped (the
+/// kernel then released the packet), a verdict returns [`Error::HandleClosed`].
+///
+/// [`QueueConfig::fallback`]: crate::QueueConfig::fallback
+pub struct DeferredPacket {
+    meta: Meta,
+    payload: Vec<u8>,
+    ticket: Option<Ticket>,
+}
+
+// Compile-time proof that deferred packets can cross threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<DeferredPacket>();
+};
+
+impl DeferredPacket {
+    /// The packet id.
+    pub fn id(&self) -> u32 {
+        self.meta.id
+    }
+    /// The queue number.
+    pub fn queue_num(&self) -> u16 {
+        self.meta.queue
+    }
+    /// See [`Packet::hw_protocol`].
+    pub fn hw_protocol(&self) -> u16 {
+        self.meta.hw_protocol
+    }
+    /// See [`Packet::hook`].
+    pub fn hook(&self) -> Hook {
+        self.meta.hook
+    }
+    /// See [`Packet::mark`].
+    pub fn mark(&self) -> u32 {
+        self.meta.mark
+    }
+    /// See [`Packet::indev`].
+    pub fn indev(&self) -> Option<u32> {
+        self.meta.indev
+    }
+    /// See [`Packet::outdev`].
+    pub fn outdev(&self) -> Option<u32> {
+        self.meta.outdev
+    }
+    /// See [`Packet::physindev`].
+    pub fn physindev(&self) -> Option<u32> {
+        self.meta.physindev
+    }
+    /// See [`Packet::physoutdev`].
+    pub fn physoutdev(&self) -> Option<u32> {
+        self.meta.physoutdev
+    }
+    /// See [`Packet::uid`].
+    pub fn uid(&self) -> Option<u32> {
+        self.meta.uid
+    }
+    /// See [`Packet::gid`].
+    pub fn gid(&self) -> Option<u32> {
+        self.meta.gid
+    }
+    /// See [`Packet::skb_info`].
+    pub fn skb_info(&self) -> SkbInfo {
+        self.meta.skb_info
+    }
+    /// See [`Packet::timestamp`].
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        self.meta.timestamp
+    }
+    /// See [`Packet::hw_addr`].
+    pub fn hw_addr(&self) -> Option<&[u8]> {
+        self.meta
+            .hw_addr
+            .as_ref()
+            .map(|(bytes, len)| &bytes[..usize::from(*len)])
+    }
+    /// The copied payload; empty when deferred with [`Pending::defer_metadata`] (or in meta
+    /// copy mode).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    /// See [`Packet::original_len`].
+    pub fn original_len(&self) -> u32 {
+        self.meta.original_len
+    }
+    /// See [`Packet::is_truncated`].
+    pub fn is_truncated(&self) -> bool {
+        self.meta.truncated
+    }
+
+    /// A sender for range verdicts and batches on the same handle.
+    pub fn sender(&self) -> VerdictSender {
+        let ticket = self
+            .ticket
+            .as_ref()
+            .expect("a live DeferredPacket has its ticket");
+        VerdictSender {
+            shared: Arc::clone(&ticket.shared),
+        }
+    }
+
+    /// Sends the verdict for this packet, now, from the calling thread.
+    ///
+    /// A verdict with a replacement payload for a packet whose copy was truncated is refused
+    /// ([`Error::TruncatedPayload`]); the packet then gets its queue's fallback verdict. The
+    /// kernel's answer to a failed verdict (e.g. [`Error::UnknownPacket`]) arrives on the
+    /// receiving thread, from [`Handle::process`](crate::Handle::process).
+    #[doc(alias = "nfq_set_verdict")]
+    pub fn verdict(mut self, verdict: Verdict) -> Result<()> {
+        let ticket = self
+            .ticket
+            .take()
+            .expect("a live DeferredPacket has its ticket");
+        let refused = self.refusal(&verdict);
+        let verdict = if refused.is_some() {
+            &ticket.queue.fallback
+        } else {
+            &verdict
+        };
+        let sent = SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            netlink::put_verdict(
+                &mut buf,
+                self.meta.queue,
+                self.meta.id,
+                verdict.action().raw(),
+                verdict.mark(),
+                verdict.payload(),
+            );
+            let result = send(&ticket.shared, &buf);
+            buf.shrink_if_large();
+            result
+        });
+        ticket.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+        sent?;
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Accepts the packet.
+    pub fn accept(self) -> Result<()> {
+        self.verdict(Verdict::accept())
+    }
+
+    fn refusal(&self, verdict: &Verdict) -> Option<Error> {
+        (verdict.payload().is_some() && self.meta.truncated).then_some(Error::TruncatedPayload {
+            queue: self.meta.queue,
+            id: self.meta.id,
+            copied: self.meta.copied_len as usize,
+            original: self.meta.original_len,
+        })
+    }
+}
+
+impl Drop for DeferredPacket {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let fallback = &ticket.queue.fallback;
+            let mut buf = AlignedBuf::with_capacity(64);
+            netlink::put_verdict(
+                &mut buf,
+                self.meta.queue,
+                self.meta.id,
+                fallback.action().raw(),
+                fallback.mark(),
+                None,
+            );
+            // Nothing to report to from a destructor; after the handle closed, the kernel has
+            // released the packet anyway.
+            let _ = send(&ticket.shared, &buf);
+            ticket.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl fmt::Debug for DeferredPacket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredPacket")
+            .field("queue", &self.meta.queue)
+            .field("id", &self.meta.id)
+            .field("hook", &self.meta.hook)
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// Reused buffer for single deferred verdicts, so that deciding a packet does not allocate.
+    static SCRATCH: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::with_capacity(256));
+}
+
+fn send(shared: &Shared, buf: &AlignedBuf) -> Result<()> {
+    shared
+        .get()?
+        .send(buf.as_slice())
+        .map_err(|e| Error::io("send verdict", e))
+}
+
+/// Sends verdicts on a handle's socket from any thread: range verdicts, and batches of
+/// deferred verdicts. `Clone + Send + Sync`; get one from
+/// [`Handle::verdict_sender`](crate::Handle::verdict_sender) or [`DeferredPacket::sender`].
+///
+/// The kernel accepts verdicts only from the socket that bound the queue, so this shares the
+/// handle's socket rather than opening another. After the handle was dropped, every send
+/// returns [`Error::HandleClosed`].
+#[derive(Clone)]
+pub struct VerdictSender {
+    pub(crate) shared: Arc<Shared>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<VerdictSender>();
+};
+
+impl VerdictSender {
+    /// Decides **every** packet still queued in `queue` with an id up to `up_to_id` (in the
+    /// kernel's wrap-around order) with `verdict`'s action and mark, in one message
+    /// (`NFQNL_MSG_VERDICT_BATCH`).
+    ///
+    /// This also decides deferred packets of that queue that are still held somewhere: their
+    /// own verdicts later fail with [`Error::UnknownPacket`]. A verdict with a payload is
+    /// refused ([`Error::InvalidVerdict`]): the kernel's range verdict carries none.
+    #[doc(alias = "nfq_set_verdict_batch")]
+    #[doc(alias = "nfq_set_verdict_batch2")]
+    pub fn range_verdict(&self, queue: u16, up_to_id: u32, verdict: &Verdict) -> Result<()> {
+        if verdict.payload().is_some() {
+            return Err(Error::InvalidVerdict {
+                what: "a range verdict cannot carry a payload",
+            });
+        }
+        let mut buf = AlignedBuf::with_capacity(64);
+        netlink::put_batch_verdict(
+            &mut buf,
+            queue,
+            up_to_id,
+            verdict.action().raw(),
+            verdict.mark(),
+        );
+        send(&self.shared, &buf)
+    }
+
+    /// `true` once the handle was dropped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.get().is_err()
+    }
+
+    /// A batch that collects verdicts and sends up to `max_packets` of them in one system call.
+    pub fn batch(&self, max_packets: usize) -> VerdictBatch {
+        VerdictBatch {
+            shared: Arc::clone(&self.shared),
+            buf: AlignedBuf::with_capacity(4096),
+            tickets: Vec::with_capacity(max_packets.clamp(1, 1024)),
+            max_packets: max_packets.max(1),
+        }
+    }
+}
+
+impl fmt::Debug for VerdictSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerdictSender")
+            .field("portid", &self.shared.portid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verdicts for deferred packets, collected and sent several at a time in one `sendmsg`:
+/// flushed when `max_packets` are collected, when they would exceed 64 KiB, on
+/// [`VerdictBatch::flush`], and on drop.
+///
+/// ```no_run
+/// # use libnfq::{DeferredPacket, Verdict};
+/// # fn worker(packets: std::sync::mpsc::Receiver<DeferredPacket>, sender: libnfq::VerdictSender) -> libnfq::Result<()> {
+/// let mut batch = sender.batch(64);
+/// while let Ok(packet) = packets.try_recv() {
+///     batch.push(packet, Verdict::accept())?;
+/// }
+/// batch.flush()?; // the channel is empty: send what was collected
+/// # Ok(()) }
+/// ```
+pub struct VerdictBatch {
+    shared: Arc<Shared>,
+    buf: AlignedBuf,
+    tickets: Vec<Arc<QueueState>>,
+    max_packets: usize,
+}
+
+const FLUSH_BYTES: usize = 64 * 1024;
+
+impl VerdictBatch {
+    /// Adds a packet's verdict; sends the batch when it is full. A packet of another handle is
+    /// decided on its own, at once. A refused verdict ([`Error::TruncatedPayload`]) is replaced
+    /// by the queue's fallback and reported.
+    pub fn push(&mut self, mut packet: DeferredPacket, verdict: Verdict) -> Result<()> {
+        if !Arc::ptr_eq(
+            &packet.ticket.as_ref().expect("live ticket").shared,
+            &self.shared,
+        ) {
+            return packet.verdict(verdict);
+        }
+        let ticket = packet.ticket.take().expect("live ticket");
+        let refused = packet.refusal(&verdict);
+        let verdict = if refused.is_some() {
+            &ticket.queue.fallback
+        } else {
+            &verdict
+        };
+        let len =
+            netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len));
+        let mut result = Ok(());
+        if !self.buf.is_empty() && self.buf.len() + len > FLUSH_BYTES {
+            result = self.flush();
+        }
+        netlink::put_verdict(
+            &mut self.buf,
+            packet.meta.queue,
+            packet.meta.id,
+            verdict.action().raw(),
+            verdict.mark(),
+            verdict.payload(),
+        );
+        self.tickets.push(ticket.queue);
+        if self.tickets.len() >= self.max_packets {
+            result = result.and(self.flush());
+        }
+        result.and(refused.map_or(Ok(()), Err))
+    }
+
+    /// Sends the collected verdicts now.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = send(&self.shared, &self.buf);
+        self.buf.clear();
+        self.buf.shrink_if_large();
+        for queue in self.tickets.drain(..) {
+            queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    /// Number of verdicts collected and not sent yet.
+    pub fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    /// `true` when no verdict waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+    }
+}
+
+impl Drop for VerdictBatch {
+    fn drop(&mut self) {
+        // Nothing to report to from a destructor; `flush` gives the result to who wants it.
+        let _ = self.flush();
+    }
+}
+
+impl fmt::Debug for VerdictBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerdictBatch")
+            .field("pending", &self.tickets.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,263 @@
+//! The netlink socket, and the shared cell through which other threads send verdicts on it.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use nfq_sys as sys;
+
+use crate::error::{Error, Result};
+use crate::netlink::AlignedBuf;
+
+/// The netlink socket, owned: opened by libmnl, closed exactly once on drop.
+pub(crate) struct Socket {
+    nl: NonNull<sys::mnl_socket>,
+    pub(crate) fd: RawFd,
+    pub(crate) portid: u32,
+}
+
+// SAFETY: `struct mnl_socket` is a plain fd plus the socket address, owned by this value alone;
+// libmnl keeps no thread-local or global state for it, so it may be used and closed from any
+// thread.
+unsafe impl Send for Socket {}
+// SAFETY: after `open`, the `mnl_socket` is only read (`fd`, `portid` are copied out) and every
+// `&self` method is a system call on the fd (sendto, recvfrom, setsockopt, poll), which the
+// kernel serializes; nothing is mutated through a shared reference.
+unsafe impl Sync for Socket {}
+
+impl Socket {
+    pub(crate) fn open() -> Result<Socket> {
+        // SAFETY: plain constructor call; a null return is handled below.
+        let nl = unsafe { sys::mnl_socket_open2(libc::NETLINK_NETFILTER, libc::SOCK_CLOEXEC) };
+        let nl = NonNull::new(nl).ok_or_else(|| Error::last_os("open netlink socket"))?;
+        // SAFETY: `nl` is live; fd and portid are plain reads (portid is 0 until bound).
+        let fd = unsafe { sys::mnl_socket_get_fd(nl.as_ptr()) };
+        // From here on `sock` owns `nl` and closes it on every path.
+        let mut sock = Socket { nl, fd, portid: 0 };
+        // SAFETY: `nl` is live; binding with AUTOPID lets the kernel pick the port id.
+        if unsafe { sys::mnl_socket_bind(nl.as_ptr(), 0, sys::MNL_SOCKET_AUTOPID as libc::pid_t) }
+            < 0
+        {
+            return Err(Error::last_os("bind netlink socket"));
+        }
+        // SAFETY: `nl` is live and bound.
+        sock.portid = unsafe { sys::mnl_socket_get_portid(nl.as_ptr()) };
+        Ok(sock)
+    }
+
+    /// Sends one datagram to the kernel. A send that would block or finds the kernel short of
+    /// memory (`EAGAIN`, `ENOBUFS`, `ENOMEM`) is retried, waiting for the socket to become
+    /// writable, for up to about a second: a verdict is never dropped silently.
+    pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        // SAFETY: an all-zero sockaddr_nl is the kernel's address (nl_pid 0).
+        let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as u16;
+        let mut retries = 0;
+        loop {
+            // SAFETY: `bytes` is a live slice; the address points at a sockaddr_nl of the size
+            // given.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    0,
+                    (&kernel as *const libc::sockaddr_nl).cast(),
+                    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if rc >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) if retries < 100 => {
+                    retries += 1;
+                    self.poll(libc::POLLOUT, None, Some(Duration::from_millis(10)))?;
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Receives one datagram into `buf` (its whole capacity). `Ok(None)`: nothing to read
+    /// (non-blocking, timeout, signal) or a datagram not from the kernel (ignored).
+    pub(crate) fn recv(&self, buf: &mut AlignedBuf, flags: i32) -> Result<Option<usize>> {
+        buf.clear();
+        let space = buf.whole_mut();
+        // SAFETY: a zeroed sockaddr_nl is a valid out-parameter.
+        let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
+        let mut from_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `space` is a live, writable buffer of `space.len()` bytes; `from`/`from_len`
+        // describe a writable sockaddr_nl.
+        let rc = unsafe {
+            libc::recvfrom(
+                self.fd,
+                space.as_mut_ptr().cast(),
+                space.len(),
+                flags | libc::MSG_TRUNC,
+                (&mut from as *mut libc::sockaddr_nl).cast(),
+                &mut from_len,
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+                Some(libc::ENOBUFS) => Err(Error::NoBufs),
+                _ => Err(Error::io("receive", err)),
+            };
+        }
+        let len = rc as usize;
+        if len > space.len() {
+            return Err(Error::MessageTruncated {
+                len,
+                capacity: space.len(),
+            });
+        }
+        if from.nl_pid != 0 {
+            return Ok(None);
+        }
+        buf.set_len(len);
+        Ok(Some(len))
+    }
+
+    pub(crate) fn setsockopt<T>(&self, level: i32, name: i32, value: &T) -> io::Result<()> {
+        // SAFETY: `value` points at a live `T` of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd,
+                level,
+                name,
+                (value as *const T).cast(),
+                mem::size_of::<T>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn getsockopt_int(&self, level: i32, name: i32) -> io::Result<i32> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value`/`len` describe a writable c_int.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(value)
+        }
+    }
+
+    /// Waits until the socket is ready for `events`, or `other` (another fd) is readable, or
+    /// `timeout` passes. Returns `(socket ready, other readable)`; both `false` on timeout. A
+    /// signal counts as the socket being ready (the caller then retries its operation).
+    pub(crate) fn poll(
+        &self,
+        events: libc::c_short,
+        other: Option<RawFd>,
+        timeout: Option<Duration>,
+    ) -> io::Result<(bool, bool)> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: other.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored by poll).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok((true, false))
+            } else {
+                Err(err)
+            };
+        }
+        Ok((fds[0].revents != 0, fds[1].revents != 0))
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: `nl` was returned by mnl_socket_open2 and is closed only here, once.
+        unsafe { sys::mnl_socket_close(self.nl.as_ptr()) };
+    }
+}
+
+/// The socket as shared with verdict senders on other threads.
+///
+/// The `Handle` closes it with [`Shared::close`] when dropped; senders that come later find it
+/// closed and get [`Error::HandleClosed`]. The read lock held during each send means the fd
+/// is never closed — and its number never reused by another file — while a send is under way.
+pub(crate) struct Shared {
+    sock: RwLock<Option<Socket>>,
+    pub(crate) fd: RawFd,
+    pub(crate) portid: u32,
+}
+
+impl Shared {
+    pub(crate) fn new(sock: Socket) -> Shared {
+        Shared {
+            fd: sock.fd,
+            portid: sock.portid,
+            sock: RwLock::new(Some(sock)),
+        }
+    }
+
+    /// The open socket, or `HandleClosed`.
+    pub(crate) fn get(&self) -> Result<SocketGuard<'_>> {
+        let guard = self
+            .sock
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_some() {
+            Ok(SocketGuard(guard))
+        } else {
+            Err(Error::HandleClosed)
+        }
+    }
+
+    /// Closes the socket (waiting for sends under way to finish).
+    pub(crate) fn close(&self) {
+        let sock = self
+            .sock
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(sock);
+    }
+}
+
+/// A read-locked, open socket.
+pub(crate) struct SocketGuard<'a>(RwLockReadGuard<'a, Option<Socket>>);
+
+impl std::ops::Deref for SocketGuard<'_> {
+    type Target = Socket;
+    fn deref(&self) -> &Socket {
+        // `Shared::get` checked that the socket is there, and the read lock keeps it there.
+        self.0.as_ref().expect("checked by Shared::get")
+    }
+}
