@@ -609,52 +609,55 @@ impl<'cb> Handle<'cb> {
     }
 
     /// Queues a verdict for sending: into the queue's range run when it can join one, else as
-    /// an individual message.
+    /// an individual message. Verdicts leave in the order the packets came: a pending run is
+    /// sent before an individual verdict of the same queue, so batching never reorders packets.
     fn push_verdict(&self, queue: u16, id: u32, verdict: &Verdict, state: &QueueState) {
         let plain = verdict.payload().is_none();
-        if plain
+        // No deferred packet of this queue outstanding means every packet with a lower id has
+        // been decided: a range verdict up to `id` covers only packets decided here.
+        let coalesce = plain
             && self.range_verdicts.get()
             && self.batch_limit.get() > 1
-            && !state.has_outstanding()
-        {
-            // No deferred packet of this queue is outstanding, so every packet with a lower
-            // id has been decided: a range verdict up to `id` covers only packets decided here.
+            && !state.has_outstanding();
+        let pending = {
             let mut queues = self.queues.borrow_mut();
-            if let Some(slot) = queues.iter_mut().find(|s| s.num == queue) {
-                let next = Run {
-                    action: verdict.action(),
-                    mark: verdict.mark(),
-                    last: id,
-                    count: 1,
-                };
-                match &mut slot.run {
-                    Some(run) if run.action == next.action && run.mark == next.mark => {
-                        run.last = id;
-                        run.count += 1;
-                    }
-                    run => {
-                        if let Some(old) = run.replace(next) {
-                            drop(queues);
-                            self.push_run(queue, old);
-                        }
-                    }
-                }
+            let Some(slot) = queues.iter_mut().find(|s| s.num == queue) else {
                 return;
+            };
+            let next = Run {
+                action: verdict.action(),
+                mark: verdict.mark(),
+                last: id,
+                count: 1,
+            };
+            match &mut slot.run {
+                Some(run) if coalesce && run.action == next.action && run.mark == next.mark => {
+                    run.last = id;
+                    run.count += 1;
+                    return;
+                }
+                run if coalesce => run.replace(next),
+                run => run.take(),
             }
+        };
+        if let Some(run) = pending {
+            self.push_run(queue, run);
         }
-        self.push_message(
-            netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len)),
-            |buf| {
-                netlink::put_verdict(
-                    buf,
-                    queue,
-                    id,
-                    verdict.action().raw(),
-                    verdict.mark(),
-                    verdict.payload(),
-                )
-            },
-        );
+        if !coalesce {
+            self.push_message(
+                netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len)),
+                |buf| {
+                    netlink::put_verdict(
+                        buf,
+                        queue,
+                        id,
+                        verdict.action().raw(),
+                        verdict.mark(),
+                        verdict.payload(),
+                    )
+                },
+            );
+        }
     }
 
     fn push_run(&self, queue: u16, run: Run) {
