@@ -246,6 +246,13 @@ impl<'cb> Handle<'cb> {
         config: QueueConfig,
         callback: Callback<'cb>,
     ) -> Result<Queue<'_, 'cb>> {
+        let generation = self.bind_detached(num, config, callback)?;
+        Ok(Queue::new(self, num, generation))
+    }
+
+    /// Binds a queue without a `Queue` guard and returns its generation (for `unbind`). The
+    /// queue stays bound until unbound or the handle is dropped.
+    fn bind_detached(&self, num: u16, config: QueueConfig, callback: Callback<'cb>) -> Result<u64> {
         let flags = config.flags.bits();
         let answer = self.request(
             ConfigMsg {
@@ -271,7 +278,22 @@ impl<'cb> Handle<'cb> {
             state: QueueState::new(config.fallback),
             run: None,
         });
-        Ok(Queue::new(self, num, generation))
+        Ok(generation)
+    }
+
+    /// [`Handle::queue_deferrable`] without a `Queue` guard, for owners of a handle that cannot
+    /// also hold a guard borrowing it.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn bind_deferrable_detached<F>(
+        &self,
+        num: u16,
+        config: QueueConfig,
+        callback: F,
+    ) -> Result<u64>
+    where
+        F: for<'a> FnMut(Pending<'a>) -> Handled<'a> + Send + 'cb,
+    {
+        self.bind_detached(num, config, Callback::Deferrable(Box::new(callback)))
     }
 
     /// A sender for verdicts from other threads on this handle's socket (range verdicts,
@@ -330,6 +352,25 @@ impl<'cb> Handle<'cb> {
         };
         drop(removed); // the callback is freed after the kernel was told to unbind
         result
+    }
+
+    /// Unbinds every queue numbered `num` on this handle (for owners without `Queue` guards).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn unbind_any(&self, num: u16) -> Result<()> {
+        let generation = self
+            .queues
+            .borrow()
+            .iter()
+            .find(|s| s.num == num)
+            .map(|s| s.generation);
+        match generation {
+            Some(generation) => self.unbind(num, generation),
+            None => Err(Error::Kernel {
+                op: OP_UNBIND,
+                queue: Some(num),
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            }),
+        }
     }
 
     /// Sends a configuration message and waits for the kernel's answer.
@@ -511,9 +552,13 @@ impl<'cb> Handle<'cb> {
         Ok(())
     }
 
-    /// Like [`Handle::process`] but never waits, whatever the socket's mode.
-    pub fn process_nowait(&self) -> Result<usize> {
-        self.process_inner(Wait::Never).map(|(n, _)| n)
+    /// Like [`Handle::process`] but never waits, whatever the socket's mode, and tells an
+    /// empty socket apart: `Ok(None)` when nothing was waiting (the receive would block),
+    /// `Ok(Some(n))` when something was received and `n` packets were dispatched (0 if it held
+    /// no packet). For edge-triggered event loops: call it until it returns `Ok(None)`.
+    pub fn try_process(&self) -> Result<Option<usize>> {
+        self.process_inner(Wait::Never)
+            .map(|(n, idle)| (!idle).then_some(n))
     }
 
     fn dispatch(&self, datagram: &[u8], state: &mut Dispatch) {

@@ -64,6 +64,9 @@ mod packet;
 mod queue;
 mod socket;
 mod stop;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 mod verdict;
 
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};

@@ -84,46 +84,48 @@ impl Socket {
         }
     }
 
-    /// Receives one datagram into `buf` (its whole capacity). `Ok(None)`: nothing to read
-    /// (non-blocking, timeout, signal) or a datagram not from the kernel (ignored).
+    /// Receives one datagram from the kernel into `buf` (its whole capacity). `Ok(None)`:
+    /// nothing to read (`EAGAIN`: non-blocking or timed out) or interrupted by a signal.
+    /// Datagrams from other senders than the kernel are skipped.
     pub(crate) fn recv(&self, buf: &mut AlignedBuf, flags: i32) -> Result<Option<usize>> {
-        buf.clear();
-        let space = buf.whole_mut();
-        // SAFETY: a zeroed sockaddr_nl is a valid out-parameter.
-        let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        let mut from_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: `space` is a live, writable buffer of `space.len()` bytes; `from`/`from_len`
-        // describe a writable sockaddr_nl.
-        let rc = unsafe {
-            libc::recvfrom(
-                self.fd,
-                space.as_mut_ptr().cast(),
-                space.len(),
-                flags | libc::MSG_TRUNC,
-                (&mut from as *mut libc::sockaddr_nl).cast(),
-                &mut from_len,
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => Ok(None),
-                Some(libc::ENOBUFS) => Err(Error::NoBufs),
-                _ => Err(Error::io("receive", err)),
+        loop {
+            buf.clear();
+            let space = buf.whole_mut();
+            // SAFETY: a zeroed sockaddr_nl is a valid out-parameter.
+            let mut from: libc::sockaddr_nl = unsafe { mem::zeroed() };
+            let mut from_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: `space` is a live, writable buffer of `space.len()` bytes; `from` and
+            // `from_len` describe a writable sockaddr_nl.
+            let rc = unsafe {
+                libc::recvfrom(
+                    self.fd,
+                    space.as_mut_ptr().cast(),
+                    space.len(),
+                    flags | libc::MSG_TRUNC,
+                    (&mut from as *mut libc::sockaddr_nl).cast(),
+                    &mut from_len,
+                )
             };
+            if rc < 0 {
+                let err = io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+                    Some(libc::ENOBUFS) => Err(Error::NoBufs),
+                    _ => Err(Error::io("receive", err)),
+                };
+            }
+            let len = rc as usize;
+            if len > space.len() {
+                return Err(Error::MessageTruncated {
+                    len,
+                    capacity: space.len(),
+                });
+            }
+            if from.nl_pid == 0 {
+                buf.set_len(len);
+                return Ok(Some(len));
+            }
         }
-        let len = rc as usize;
-        if len > space.len() {
-            return Err(Error::MessageTruncated {
-                len,
-                capacity: space.len(),
-            });
-        }
-        if from.nl_pid != 0 {
-            return Ok(None);
-        }
-        buf.set_len(len);
-        Ok(Some(len))
     }
 
     pub(crate) fn setsockopt<T>(&self, level: i32, name: i32, value: &T) -> io::Result<()> {

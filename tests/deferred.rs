@@ -605,3 +605,75 @@ fn batching_and_range_verdicts_keep_packet_order() {
         "datagrams arrived out of order"
     );
 }
+
+#[test]
+fn queue_balance_with_one_handle_per_thread_and_a_shared_shutdown() {
+    let Some(ns) = support::enter!() else { return };
+    // Flows to 64 loopback addresses, hashed by the kernel over queues 20 and 21.
+    let sink = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    ns.iptables(&[
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        &port.to_string(),
+        "-j",
+        "NFQUEUE",
+        "--queue-balance",
+        "20:21",
+    ]);
+    let shutdown = libnfq::Shutdown::new().unwrap();
+    let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+    let bound = AtomicU64::new(0);
+    thread::scope(|s| {
+        for (i, count) in counts.iter().enumerate() {
+            let (shutdown, bound) = (&shutdown, &bound);
+            s.spawn(move || {
+                let handle = Handle::open().unwrap();
+                let _queue = handle
+                    .queue(20 + i as u16, QueueConfig::new(), |_| {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        Verdict::accept()
+                    })
+                    .unwrap();
+                bound.fetch_add(1, Ordering::Release);
+                handle.run_until(shutdown).unwrap();
+            });
+        }
+        assert!(support::wait_until(DEADLINE, || bound
+            .load(Ordering::Acquire)
+            == 2));
+        let sock = sender();
+        for host in 2..66u8 {
+            let to: SocketAddr = (std::net::Ipv4Addr::new(127, 0, 0, host), port).into();
+            send_seq(&sock, to, u64::from(host));
+        }
+        let total = || {
+            counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        assert!(
+            support::wait_until(DEADLINE, || total() == 64),
+            "only {} packets seen",
+            total()
+        );
+        shutdown.trigger(); // both threads return from run_until
+    });
+    let per_queue: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    assert!(
+        per_queue.iter().all(|&n| n > 0),
+        "the kernel used both queues: {per_queue:?}"
+    );
+    sink.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut received = 0;
+    while sink.recv(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert_eq!(received, 64);
+}
