@@ -144,10 +144,10 @@ impl QueueConfig {
     /// Sets the verdict a packet gets when the callback panics (and the packets after it in the
     /// same receive, see [`Handle::process`](crate::Handle::process)), or when its verdict was
     /// refused ([`Error::TruncatedPayload`](crate::Error::TruncatedPayload)). Default
-    /// [`Verdict::drop`]: fail closed. Only the action and the mark are used; a payload is
-    /// ignored.
+    /// [`Verdict::drop`]: fail closed. Only the action and the mark are used; a payload or a
+    /// connection mark is ignored.
     pub fn fallback(mut self, verdict: Verdict) -> Self {
-        self.fallback = verdict.without_payload();
+        self.fallback = verdict.into_fallback();
         self
     }
 

@@ -24,14 +24,43 @@ pub(crate) struct QueueState {
     /// (in [`Pending::defer`]); it is decremented once a deferred packet's verdict was sent, so
     /// 0 means every deferred packet has left the kernel's queue.
     pub(crate) outstanding: AtomicUsize,
+    /// Bound with `QueueFlags::CONNTRACK`: verdicts may carry a connection mark.
+    conntrack: bool,
 }
 
 impl QueueState {
-    pub(crate) fn new(fallback: Verdict) -> Arc<Self> {
+    pub(crate) fn new(fallback: Verdict, conntrack: bool) -> Arc<Self> {
         Arc::new(QueueState {
             fallback,
             outstanding: AtomicUsize::new(0),
+            conntrack,
         })
+    }
+
+    /// Why `verdict` must not be sent for packet `id`, if it must not: a payload for a
+    /// truncated copy (`Some((copied, original))`) would cut the packet; a connection mark
+    /// needs a queue bound with `QueueFlags::CONNTRACK`. The packet then gets the fallback.
+    pub(crate) fn refusal(
+        &self,
+        verdict: &Verdict,
+        queue: u16,
+        id: u32,
+        truncated: Option<(usize, u32)>,
+    ) -> Option<Error> {
+        if let (Some((copied, original)), Some(_)) = (truncated, verdict.payload()) {
+            return Some(Error::TruncatedPayload {
+                queue,
+                id,
+                copied,
+                original,
+            });
+        }
+        if verdict.conntrack_mark().is_some() && !self.conntrack {
+            return Some(Error::InvalidVerdict {
+                what: "a connection mark needs a queue bound with QueueFlags::CONNTRACK",
+            });
+        }
+        None
     }
 
     pub(crate) fn has_outstanding(&self) -> bool {
@@ -310,7 +339,9 @@ impl DeferredPacket {
     /// Sends the verdict for this packet, now, from the calling thread.
     ///
     /// A verdict with a replacement payload for a packet whose copy was truncated is refused
-    /// ([`Error::TruncatedPayload`]); the packet then gets its queue's fallback verdict. The
+    /// ([`Error::TruncatedPayload`]), and so is a connection mark for a queue bound without
+    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) ([`Error::InvalidVerdict`]); the
+    /// packet then gets its queue's fallback verdict. The
     /// kernel's answer to a failed verdict (e.g. [`Error::UnknownPacket`]) arrives on the
     /// receiving thread, from [`Handle::process`](crate::Handle::process).
     #[doc(alias = "nfq_set_verdict")]
@@ -319,7 +350,10 @@ impl DeferredPacket {
             .ticket
             .take()
             .expect("a live DeferredPacket has its ticket");
-        let refused = self.refusal(&verdict);
+        let refused =
+            ticket
+                .queue
+                .refusal(&verdict, self.meta.queue, self.meta.id, self.truncation());
         let verdict = if refused.is_some() {
             &ticket.queue.fallback
         } else {
@@ -328,14 +362,7 @@ impl DeferredPacket {
         let sent = SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
             buf.clear();
-            netlink::put_verdict(
-                &mut buf,
-                self.meta.queue,
-                self.meta.id,
-                verdict.action().raw(),
-                verdict.mark(),
-                verdict.payload(),
-            );
+            netlink::put_verdict(&mut buf, self.meta.queue, self.meta.id, &verdict.msg());
             let result = send(&ticket.shared, &buf);
             buf.shrink_if_large();
             result
@@ -350,13 +377,11 @@ impl DeferredPacket {
         self.verdict(Verdict::accept())
     }
 
-    fn refusal(&self, verdict: &Verdict) -> Option<Error> {
-        (verdict.payload().is_some() && self.meta.truncated).then_some(Error::TruncatedPayload {
-            queue: self.meta.queue,
-            id: self.meta.id,
-            copied: self.meta.copied_len as usize,
-            original: self.meta.original_len,
-        })
+    /// `(copied, original)` lengths when the copy was truncated.
+    fn truncation(&self) -> Option<(usize, u32)> {
+        self.meta
+            .truncated
+            .then_some((self.meta.copied_len as usize, self.meta.original_len))
     }
 }
 
@@ -365,14 +390,7 @@ impl Drop for DeferredPacket {
         if let Some(ticket) = self.ticket.take() {
             let fallback = &ticket.queue.fallback;
             let mut buf = AlignedBuf::with_capacity(64);
-            netlink::put_verdict(
-                &mut buf,
-                self.meta.queue,
-                self.meta.id,
-                fallback.action().raw(),
-                fallback.mark(),
-                None,
-            );
+            netlink::put_verdict(&mut buf, self.meta.queue, self.meta.id, &fallback.msg());
             // Nothing to report to from a destructor; after the handle closed, the kernel has
             // released the packet anyway.
             let _ = send(&ticket.shared, &buf);
@@ -497,8 +515,8 @@ const FLUSH_BYTES: usize = 64 * 1024;
 
 impl VerdictBatch {
     /// Adds a packet's verdict; sends the batch when it is full. A packet of another handle is
-    /// decided on its own, at once. A refused verdict ([`Error::TruncatedPayload`]) is replaced
-    /// by the queue's fallback and reported.
+    /// decided on its own, at once. A refused verdict ([`Error::TruncatedPayload`],
+    /// [`Error::InvalidVerdict`]) is replaced by the queue's fallback and reported.
     pub fn push(&mut self, mut packet: DeferredPacket, verdict: Verdict) -> Result<()> {
         if !Arc::ptr_eq(
             &packet.ticket.as_ref().expect("live ticket").shared,
@@ -507,26 +525,23 @@ impl VerdictBatch {
             return packet.verdict(verdict);
         }
         let ticket = packet.ticket.take().expect("live ticket");
-        let refused = packet.refusal(&verdict);
+        let refused = ticket.queue.refusal(
+            &verdict,
+            packet.meta.queue,
+            packet.meta.id,
+            packet.truncation(),
+        );
         let verdict = if refused.is_some() {
             &ticket.queue.fallback
         } else {
             &verdict
         };
-        let len =
-            netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len));
+        let msg = verdict.msg();
         let mut result = Ok(());
-        if !self.buf.is_empty() && self.buf.len() + len > FLUSH_BYTES {
+        if !self.buf.is_empty() && self.buf.len() + msg.len() > FLUSH_BYTES {
             result = self.flush();
         }
-        netlink::put_verdict(
-            &mut self.buf,
-            packet.meta.queue,
-            packet.meta.id,
-            verdict.action().raw(),
-            verdict.mark(),
-            verdict.payload(),
-        );
+        netlink::put_verdict(&mut self.buf, packet.meta.queue, packet.meta.id, &msg);
         self.tickets.push(ticket.queue);
         if self.tickets.len() >= self.max_packets {
             result = result.and(self.flush());

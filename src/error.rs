@@ -175,10 +175,14 @@ impl Error {
 
     /// `true` for errors after which processing can simply continue: lost messages
     /// ([`Error::NoBufs`]) and the kernel's late answers about single verdicts
-    /// ([`Error::UnknownPacket`], a refused [`Error::TruncatedPayload`], other verdict errors).
+    /// ([`Error::UnknownPacket`], a refused [`Error::TruncatedPayload`] or
+    /// [`Error::InvalidVerdict`], other verdict errors).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::NoBufs | Error::UnknownPacket { .. } | Error::TruncatedPayload { .. } => true,
+            Error::NoBufs
+            | Error::UnknownPacket { .. }
+            | Error::TruncatedPayload { .. }
+            | Error::InvalidVerdict { .. } => true,
             Error::Kernel { op, .. } => *op == OP_VERDICT,
             Error::MessageTruncated { .. } | Error::Malformed { .. } => true,
             _ => false,

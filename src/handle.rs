@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use nfq_sys as sys;
 
-use crate::config::QueueConfig;
+use crate::config::{QueueConfig, QueueFlags};
 use crate::deferred::{Handled, Pending, QueueState, VerdictSender};
 use crate::error::{Error, Result, OP_BIND, OP_CONFIG, OP_UNBIND, OP_VERDICT};
-use crate::netlink::{self, AlignedBuf, Answer, ConfigMsg, Message};
+use crate::netlink::{self, AlignedBuf, Answer, ConfigMsg, Message, VerdictMsg};
 use crate::packet::Packet;
 use crate::queue::Queue;
 use crate::socket::{Shared, Socket, SocketGuard};
@@ -275,7 +275,10 @@ impl<'cb> Handle<'cb> {
             num,
             generation,
             callback: Some(callback),
-            state: QueueState::new(config.fallback),
+            state: QueueState::new(
+                config.fallback,
+                config.flags.contains(QueueFlags::CONNTRACK),
+            ),
             run: None,
         });
         Ok(generation)
@@ -638,17 +641,12 @@ impl<'cb> Handle<'cb> {
             }
             None => queue_state.fallback.clone(),
         };
-        let verdict = match truncated {
-            Some((copied, original)) if verdict.payload().is_some() => {
-                self.errors.borrow_mut().push_back(Error::TruncatedPayload {
-                    queue,
-                    id,
-                    copied,
-                    original,
-                });
+        let verdict = match queue_state.refusal(&verdict, queue, id, truncated) {
+            Some(err) => {
+                self.errors.borrow_mut().push_back(err);
                 queue_state.fallback.clone()
             }
-            _ => verdict,
+            None => verdict,
         };
         self.push_verdict(queue, id, &verdict, &queue_state);
     }
@@ -657,7 +655,7 @@ impl<'cb> Handle<'cb> {
     /// an individual message. Verdicts leave in the order the packets came: a pending run is
     /// sent before an individual verdict of the same queue, so batching never reorders packets.
     fn push_verdict(&self, queue: u16, id: u32, verdict: &Verdict, state: &QueueState) {
-        let plain = verdict.payload().is_none();
+        let plain = verdict.is_plain();
         // No deferred packet of this queue outstanding means every packet with a lower id has
         // been decided: a range verdict up to `id` covers only packets decided here.
         let coalesce = plain
@@ -689,31 +687,25 @@ impl<'cb> Handle<'cb> {
             self.push_run(queue, run);
         }
         if !coalesce {
-            self.push_message(
-                netlink::verdict_len(verdict.mark().is_some(), verdict.payload().map(<[u8]>::len)),
-                |buf| {
-                    netlink::put_verdict(
-                        buf,
-                        queue,
-                        id,
-                        verdict.action().raw(),
-                        verdict.mark(),
-                        verdict.payload(),
-                    )
-                },
-            );
+            let msg = verdict.msg();
+            self.push_message(msg.len(), |buf| netlink::put_verdict(buf, queue, id, &msg));
         }
     }
 
     fn push_run(&self, queue: u16, run: Run) {
-        let len = netlink::verdict_len(run.mark.is_some(), None);
+        let msg = VerdictMsg {
+            verdict: run.action.raw(),
+            mark: run.mark,
+            ct_mark: None,
+            payload: None,
+        };
         if run.count == 1 {
-            self.push_message(len, |buf| {
-                netlink::put_verdict(buf, queue, run.last, run.action.raw(), run.mark, None)
+            self.push_message(msg.len(), |buf| {
+                netlink::put_verdict(buf, queue, run.last, &msg)
             });
         } else {
-            self.push_message(len, |buf| {
-                netlink::put_batch_verdict(buf, queue, run.last, run.action.raw(), run.mark)
+            self.push_message(msg.len(), |buf| {
+                netlink::put_batch_verdict(buf, queue, run.last, msg.verdict, msg.mark)
             });
         }
     }

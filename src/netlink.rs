@@ -191,37 +191,62 @@ pub(crate) fn put_config(buf: &mut AlignedBuf, msg: &ConfigMsg) {
     }
 }
 
-/// Bytes a verdict message takes.
-pub(crate) fn verdict_len(mark: bool, payload: Option<usize>) -> usize {
-    NLMSG_HDRLEN
-        + NFGENMSG_LEN
-        + NLA_HDRLEN
-        + size_of::<sys::nfqnl_msg_verdict_hdr>()
-        + if mark { NLA_HDRLEN + 4 } else { 0 }
-        + payload.map_or(0, |len| NLA_HDRLEN + align4(len))
+/// `CTA_MARK` of `enum ctattr_type` (linux/netfilter/nfnetlink_conntrack.h), nested in
+/// `NFQA_CT`.
+const CTA_MARK: u16 = 8;
+
+/// What one verdict message carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VerdictMsg<'a> {
+    /// The `NF_*` verdict value.
+    pub(crate) verdict: u32,
+    pub(crate) mark: Option<u32>,
+    /// The connection's mark, as `NFQA_CT { CTA_MARK }`.
+    pub(crate) ct_mark: Option<u32>,
+    pub(crate) payload: Option<&'a [u8]>,
+}
+
+impl VerdictMsg<'_> {
+    /// Bytes the message takes.
+    pub(crate) fn len(&self) -> usize {
+        NLMSG_HDRLEN
+            + NFGENMSG_LEN
+            + NLA_HDRLEN
+            + size_of::<sys::nfqnl_msg_verdict_hdr>()
+            + if self.mark.is_some() {
+                NLA_HDRLEN + 4
+            } else {
+                0
+            }
+            + if self.ct_mark.is_some() {
+                2 * NLA_HDRLEN + 4
+            } else {
+                0
+            }
+            + self.payload.map_or(0, |p| NLA_HDRLEN + align4(p.len()))
+    }
 }
 
 /// Appends an `NFQNL_MSG_VERDICT` message (sequence number 0: the kernel reports a failure
 /// with an error message of sequence 0).
-pub(crate) fn put_verdict(
-    buf: &mut AlignedBuf,
-    queue: u16,
-    id: u32,
-    verdict: u32,
-    mark: Option<u32>,
-    payload: Option<&[u8]>,
-) {
-    let max = verdict_len(mark.is_some(), payload.map(<[u8]>::len));
+pub(crate) fn put_verdict(buf: &mut AlignedBuf, queue: u16, id: u32, msg: &VerdictMsg<'_>) {
+    let max = msg.len();
     // SAFETY: `max` is exactly what the attributes below take.
     unsafe {
         buf.put_message(max, sys::NFQNL_MSG_VERDICT, queue, |nlh| {
             // SAFETY (all calls): `nlh` is a valid header with room for `max` bytes; the payload
-            // pointer and length describe a live slice.
-            sys::nfq_nlmsg_verdict_put(nlh, id as i32, verdict as i32);
-            if let Some(mark) = mark {
+            // pointer and length describe a live slice; the nest is opened and closed on the
+            // same message.
+            sys::nfq_nlmsg_verdict_put(nlh, id as i32, msg.verdict as i32);
+            if let Some(mark) = msg.mark {
                 sys::nfq_nlmsg_verdict_put_mark(nlh, mark);
             }
-            if let Some(p) = payload {
+            if let Some(ct_mark) = msg.ct_mark {
+                let nest = sys::mnl_attr_nest_start(nlh, sys::NFQA_CT as u16);
+                sys::mnl_attr_put_u32(nlh, CTA_MARK, ct_mark.to_be());
+                sys::mnl_attr_nest_end(nlh, nest);
+            }
+            if let Some(p) = msg.payload {
                 sys::nfq_nlmsg_verdict_put_pkt(nlh, p.as_ptr().cast(), p.len() as u32);
             }
         });
@@ -237,7 +262,13 @@ pub(crate) fn put_batch_verdict(
     verdict: u32,
     mark: Option<u32>,
 ) {
-    let max = verdict_len(mark.is_some(), None);
+    let max = VerdictMsg {
+        verdict,
+        mark,
+        ct_mark: None,
+        payload: None,
+    }
+    .len();
     // SAFETY: `max` is exactly what the attributes below take.
     unsafe {
         buf.put_message(max, sys::NFQNL_MSG_VERDICT_BATCH, queue, |nlh| {
@@ -465,9 +496,15 @@ mod tests {
     #[test]
     fn verdict_message_layout() {
         let mut buf = AlignedBuf::with_capacity(16);
-        put_verdict(&mut buf, 7, 42, 1, Some(5), Some(b"abcde"));
+        let msg = VerdictMsg {
+            verdict: 1,
+            mark: Some(5),
+            ct_mark: Some(9),
+            payload: Some(b"abcde"),
+        };
+        put_verdict(&mut buf, 7, 42, &msg);
         let bytes = buf.as_slice();
-        assert_eq!(bytes.len(), verdict_len(true, Some(5)));
+        assert_eq!(bytes.len(), msg.len());
         assert_eq!(ne32(bytes, 0), Some(bytes.len() as u32));
         let ty = u16::from_ne_bytes([bytes[4], bytes[5]]);
         assert_eq!(ty, queue_msg_type(sys::NFQNL_MSG_VERDICT));
@@ -475,6 +512,14 @@ mod tests {
         // verdict header attribute: verdict then id, big-endian
         assert_eq!(be32(bytes, 24), Some(1));
         assert_eq!(be32(bytes, 28), Some(42));
+        // mark, then the nested conntrack attribute with CTA_MARK, then the payload
+        assert_eq!(be32(bytes, 36), Some(5));
+        assert_eq!(ne32(bytes, 40).map(|v| v as u16), Some(12)); // nest length
+        let nest_type = u16::from_ne_bytes([bytes[42], bytes[43]]);
+        assert_eq!(nest_type, sys::NFQA_CT as u16 | libc::NLA_F_NESTED as u16);
+        assert_eq!(u16::from_ne_bytes([bytes[46], bytes[47]]), CTA_MARK);
+        assert_eq!(be32(bytes, 48), Some(9));
+        assert_eq!(&bytes[56..61], b"abcde");
         // a second message is appended 4-byte aligned
         put_batch_verdict(&mut buf, 7, 50, 0, Some(3));
         assert_eq!(buf.len() % 4, 0);

@@ -86,6 +86,7 @@ impl std::fmt::Display for Action {
 pub struct Verdict {
     action: Action,
     mark: Option<u32>,
+    ct_mark: Option<u32>,
     payload: Option<Vec<u8>>,
 }
 
@@ -95,6 +96,7 @@ impl Verdict {
         Verdict {
             action,
             mark: None,
+            ct_mark: None,
             payload: None,
         }
     }
@@ -130,6 +132,19 @@ impl Verdict {
         self
     }
 
+    /// Sets the mark of the packet's **connection** (conntrack's `ctmark`, what `-m connmark`
+    /// matches) along with the verdict, as a nested `NFQA_CT { CTA_MARK }` attribute.
+    ///
+    /// Only kernels built with `CONFIG_NETFILTER_NETLINK_GLUE_CT` apply it, and only for queues
+    /// bound with [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) (binding with that
+    /// flag fails with `EOPNOTSUPP` elsewhere). For a queue bound without it, such a verdict is
+    /// refused ([`Error::InvalidVerdict`]) and the packet gets the queue's fallback verdict,
+    /// rather than being accepted with the connection mark silently ignored.
+    pub const fn with_conntrack_mark(mut self, mark: u32) -> Self {
+        self.ct_mark = Some(mark);
+        self
+    }
+
     /// Replaces the packet's bytes (from the network header on) with `payload`.
     ///
     /// The kernel does not recompute checksums of a replaced payload: the payload must carry
@@ -157,14 +172,35 @@ impl Verdict {
     pub fn mark(&self) -> Option<u32> {
         self.mark
     }
+    /// The new connection mark, if any.
+    pub fn conntrack_mark(&self) -> Option<u32> {
+        self.ct_mark
+    }
     /// The replacement payload, if any.
     pub fn payload(&self) -> Option<&[u8]> {
         self.payload.as_deref()
     }
 
-    pub(crate) fn without_payload(mut self) -> Self {
+    /// The verdict as a queue's fallback: action and mark only.
+    pub(crate) fn into_fallback(mut self) -> Self {
         self.payload = None;
+        self.ct_mark = None;
         self
+    }
+
+    /// `true` for a verdict that may join a range verdict: no payload, no connection mark.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.payload.is_none() && self.ct_mark.is_none()
+    }
+
+    /// The message form of this verdict.
+    pub(crate) fn msg(&self) -> crate::netlink::VerdictMsg<'_> {
+        crate::netlink::VerdictMsg {
+            verdict: self.action.raw(),
+            mark: self.mark,
+            ct_mark: self.ct_mark,
+            payload: self.payload.as_deref(),
+        }
     }
 }
 
