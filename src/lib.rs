@@ -61,6 +61,7 @@ mod error;
 mod handle;
 mod netlink;
 mod packet;
+pub mod pkt;
 mod queue;
 mod socket;
 mod stop;
