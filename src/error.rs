@@ -150,6 +150,10 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A packet could not be parsed or rewritten ([`crate::pkt`]).
+    #[error(transparent)]
+    Packet(#[from] crate::pkt::PktError),
+
     /// The handle was used from inside one of its own callbacks in a way that needs the
     /// receive path (processing, binding or waiting for the kernel), which is busy dispatching.
     #[error("the handle is busy dispatching packets; it cannot be re-entered from a callback")]
