@@ -4,6 +4,7 @@ use crate::verdict::Verdict;
 
 /// The largest copy range and replacement payload the kernel accepts: a netlink attribute's
 /// length is a `u16` that includes its 4-byte header, so 65535 - 4 bytes.
+#[doc(alias = "NFQNL_MAX_COPY_RANGE")]
 pub const MAX_PAYLOAD_LEN: usize = 0xFFFF - 4;
 
 /// How much of each packet the kernel copies to user space.

@@ -119,6 +119,7 @@ impl<'a> Pending<'a> {
     }
 
     /// Decides the packet now (sent with the other verdicts of this receive).
+    #[doc(alias = "nfq_set_verdict")]
     pub fn verdict(self, verdict: Verdict) -> Handled<'a> {
         Handled {
             verdict: Some(verdict),
@@ -517,6 +518,7 @@ impl VerdictBatch {
     /// Adds a packet's verdict; sends the batch when it is full. A packet of another handle is
     /// decided on its own, at once. A refused verdict ([`Error::TruncatedPayload`],
     /// [`Error::InvalidVerdict`]) is replaced by the queue's fallback and reported.
+    #[doc(alias = "nfq_set_verdict")]
     pub fn push(&mut self, mut packet: DeferredPacket, verdict: Verdict) -> Result<()> {
         if !Arc::ptr_eq(
             &packet.ticket.as_ref().expect("live ticket").shared,

@@ -165,6 +165,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// The errno behind this error, when there is one.
+    #[doc(alias = "nfq_errno")]
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::PermissionDenied { .. } | Error::QueueOwnedByOther { .. } => Some(libc::EPERM),

@@ -129,6 +129,8 @@ enum Wait<'a> {
 /// ```
 #[doc(alias = "nfq_handle")]
 #[doc(alias = "mnl_socket")]
+#[doc(alias = "nfq_close")]
+#[doc(alias = "mnl_socket_close")]
 pub struct Handle<'cb> {
     owner: Owner,
     recv: RefCell<AlignedBuf>,
@@ -195,6 +197,7 @@ impl<'cb> Handle<'cb> {
     /// [`Error::Kernel`] with `EOPNOTSUPP` for flags the kernel does not support.
     #[doc(alias = "nfq_create_queue")]
     #[doc(alias = "NFQNL_CFG_CMD_BIND")]
+    #[doc(alias = "nfq_nlmsg_cfg_put_cmd")]
     pub fn queue<F>(&self, num: u16, config: QueueConfig, callback: F) -> Result<Queue<'_, 'cb>>
     where
         F: FnMut(&Packet<'_>) -> Verdict + Send + 'cb,
@@ -228,6 +231,8 @@ impl<'cb> Handle<'cb> {
     /// handle.run()
     /// # }
     /// ```
+    #[doc(alias = "nfq_create_queue")]
+    #[doc(alias = "nfq_nlmsg_cfg_put_cmd")]
     pub fn queue_deferrable<F>(
         &self,
         num: u16,
@@ -444,6 +449,7 @@ impl<'cb> Handle<'cb> {
     /// the caller's thread, after the verdicts were sent.
     #[doc(alias = "nfq_handle_packet")]
     #[doc(alias = "mnl_cb_run")]
+    #[doc(alias = "mnl_socket_recvfrom")]
     pub fn process(&self) -> Result<usize> {
         self.process_inner(Wait::Socket).map(|(n, _)| n)
     }
@@ -532,6 +538,7 @@ impl<'cb> Handle<'cb> {
     /// }
     /// # }
     /// ```
+    #[doc(alias = "nfq_handle_packet")]
     pub fn run(&self) -> Result<()> {
         loop {
             let (_, idle) = self.process_inner(Wait::Socket)?;
@@ -548,6 +555,7 @@ impl<'cb> Handle<'cb> {
     /// another thread or a signal handler), after sending the verdicts of every packet it
     /// dispatched. Packets still waiting in the kernel stay queued: run again, or drop the
     /// handle (the kernel then drops them).
+    #[doc(alias = "nfq_handle_packet")]
     pub fn run_until(&self, shutdown: &Shutdown) -> Result<()> {
         while !shutdown.is_triggered() {
             self.process_inner(Wait::Until(shutdown))?;
@@ -559,6 +567,8 @@ impl<'cb> Handle<'cb> {
     /// empty socket apart: `Ok(None)` when nothing was waiting (the receive would block),
     /// `Ok(Some(n))` when something was received and `n` packets were dispatched (0 if it held
     /// no packet). For edge-triggered event loops: call it until it returns `Ok(None)`.
+    #[doc(alias = "nfq_handle_packet")]
+    #[doc(alias = "mnl_socket_recvfrom")]
     pub fn try_process(&self) -> Result<Option<usize>> {
         self.process_inner(Wait::Never)
             .map(|(n, idle)| (!idle).then_some(n))
@@ -779,6 +789,8 @@ impl<'cb> Handle<'cb> {
     ///
     /// A larger buffer absorbs bursts: when it overflows the kernel drops packets and reports
     /// [`Error::NoBufs`].
+    #[doc(alias = "nfnl_rcvbufsiz")]
+    #[doc(alias = "SO_RCVBUFFORCE")]
     pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<usize> {
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         let forced = self
@@ -802,6 +814,7 @@ impl<'cb> Handle<'cb> {
 
     /// With `true`, the kernel no longer reports receive-buffer overflows
     /// ([`Error::NoBufs`]); dropped packets are still counted in the queue statistics.
+    #[doc(alias = "NETLINK_NO_ENOBUFS")]
     pub fn set_no_enobufs(&self, on: bool) -> Result<()> {
         self.sock()
             .setsockopt(
@@ -835,6 +848,7 @@ impl<'cb> Handle<'cb> {
 
     /// Makes a blocking [`Handle::process`] give up after `timeout` with `Ok(0)` (`None`: wait
     /// forever, the default).
+    #[doc(alias = "SO_RCVTIMEO")]
     pub fn set_recv_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         let t = timeout.unwrap_or_default();
         let tv = libc::timeval {

@@ -12,14 +12,19 @@ use crate::netlink::{self, NFQA_COUNT};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {
     /// `PREROUTING` (`NF_INET_PRE_ROUTING`, 0).
+    #[doc(alias = "NF_INET_PRE_ROUTING")]
     PreRouting,
     /// `INPUT` (`NF_INET_LOCAL_IN`, 1).
+    #[doc(alias = "NF_INET_LOCAL_IN")]
     LocalIn,
     /// `FORWARD` (`NF_INET_FORWARD`, 2).
+    #[doc(alias = "NF_INET_FORWARD")]
     Forward,
     /// `OUTPUT` (`NF_INET_LOCAL_OUT`, 3).
+    #[doc(alias = "NF_INET_LOCAL_OUT")]
     LocalOut,
     /// `POSTROUTING` (`NF_INET_POST_ROUTING`, 4).
+    #[doc(alias = "NF_INET_POST_ROUTING")]
     PostRouting,
     /// A hook number outside the five inet hooks (other families).
     Other(u8),
@@ -152,11 +157,13 @@ impl<'a> Packet<'a> {
 
     /// The link-layer protocol (ethertype, host byte order): `0x0800` for IPv4, `0x86dd` for
     /// IPv6.
+    #[doc(alias = "nfq_get_msg_packet_hdr")]
     pub fn hw_protocol(&self) -> u16 {
         self.hw_protocol
     }
 
     /// The hook the packet was queued from.
+    #[doc(alias = "nfq_get_msg_packet_hdr")]
     pub fn hook(&self) -> Hook {
         Hook::from_raw(self.hook)
     }
@@ -216,6 +223,7 @@ impl<'a> Packet<'a> {
     /// The packet's full length, which is more than `payload().len()` when the copy was
     /// truncated by the copy range. The kernel reports the full length only in packet copy
     /// mode: in [`CopyMode::Meta`](crate::CopyMode::Meta) this is 0.
+    #[doc(alias = "NFQA_CAP_LEN")]
     pub fn original_len(&self) -> u32 {
         self.attr_u32(sys::NFQA_CAP_LEN)
             .unwrap_or(self.payload().len() as u32)
@@ -258,17 +266,20 @@ impl<'a> Packet<'a> {
 
     /// The raw, nested `NFQA_CT` conntrack attribute (needs
     /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) and kernel support).
+    #[doc(alias = "NFQA_CT")]
     pub fn conntrack(&self) -> Option<&'a [u8]> {
         self.attr(sys::NFQA_CT)
     }
 
     /// The conntrack state (`enum ip_conntrack_info`), sent with [`Packet::conntrack`].
+    #[doc(alias = "NFQA_CT_INFO")]
     pub fn conntrack_info(&self) -> Option<u32> {
         self.attr_u32(sys::NFQA_CT_INFO)
     }
 
     /// The payload of any attribute by its `NFQA_*` number, for attributes this type has no
     /// accessor for.
+    #[doc(alias = "nfq_nlmsg_parse")]
     pub fn raw_attr(&self, nfqa: u16) -> Option<&'a [u8]> {
         self.attr(u32::from(nfqa))
     }

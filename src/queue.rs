@@ -42,6 +42,7 @@ impl<'h, 'cb> Queue<'h, 'cb> {
     /// ignores it).
     #[doc(alias = "nfq_destroy_queue")]
     #[doc(alias = "NFQNL_CFG_CMD_UNBIND")]
+    #[doc(alias = "nfq_nlmsg_cfg_put_cmd")]
     pub fn unbind(mut self) -> Result<()> {
         self.unbound = true;
         self.handle.unbind(self.num, self.generation)

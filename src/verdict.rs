@@ -101,32 +101,40 @@ impl Verdict {
         }
     }
     /// [`Action::Accept`].
+    #[doc(alias = "NF_ACCEPT")]
     pub const fn accept() -> Self {
         Verdict::new(Action::Accept)
     }
     /// [`Action::Drop`].
+    #[doc(alias = "NF_DROP")]
     pub const fn drop() -> Self {
         Verdict::new(Action::Drop)
     }
     /// [`Action::Repeat`].
+    #[doc(alias = "NF_REPEAT")]
     pub const fn repeat() -> Self {
         Verdict::new(Action::Repeat)
     }
     /// [`Action::Stop`].
+    #[doc(alias = "NF_STOP")]
     pub const fn stop() -> Self {
         Verdict::new(Action::Stop)
     }
     /// [`Action::Queue`] to queue `num`; the packet is dropped if nobody is bound to it.
+    #[doc(alias = "NF_QUEUE")]
     pub const fn queue(num: u16) -> Self {
         Verdict::new(Action::Queue { num, bypass: false })
     }
     /// [`Action::Queue`] to queue `num`; the packet is accepted if nobody is bound to it.
+    #[doc(alias = "NF_VERDICT_FLAG_QUEUE_BYPASS")]
     pub const fn queue_bypass(num: u16) -> Self {
         Verdict::new(Action::Queue { num, bypass: true })
     }
 
     /// Sets the packet's mark (`skb->mark`) along with the verdict.
     #[doc(alias = "nfq_nlmsg_verdict_put_mark")]
+    #[doc(alias = "nfq_set_verdict2")]
+    #[doc(alias = "nfq_set_verdict_mark")]
     pub const fn with_mark(mut self, mark: u32) -> Self {
         self.mark = Some(mark);
         self
@@ -140,6 +148,8 @@ impl Verdict {
     /// flag fails with `EOPNOTSUPP` elsewhere). For a queue bound without it, such a verdict is
     /// refused ([`Error::InvalidVerdict`]) and the packet gets the queue's fallback verdict,
     /// rather than being accepted with the connection mark silently ignored.
+    #[doc(alias = "NFQA_CT")]
+    #[doc(alias = "CTA_MARK")]
     pub const fn with_conntrack_mark(mut self, mark: u32) -> Self {
         self.ct_mark = Some(mark);
         self

@@ -219,6 +219,7 @@ impl PacketBuf {
 
     /// The packet's bytes, from the network header on.
     #[doc(alias = "pktb_data")]
+    #[doc(alias = "pktb_network_header")]
     pub fn data(&self) -> &[u8] {
         // SAFETY: `data` points into the block pktb_alloc allocated, at `len` initialised bytes
         // (copied at creation, or moved and written by pktb_mangle, which keeps `len` within the
@@ -283,21 +284,25 @@ impl PacketBuf {
     }
 
     /// The IPv4 header, if the packet is IPv4 with a usable header.
+    #[doc(alias = "nfq_ip_get_hdr")]
     pub fn ipv4(&self) -> Option<Ipv4Header<'_>> {
         self.view().ok()?.ipv4()
     }
 
     /// The IPv6 header, if the packet is IPv6 with a usable header.
+    #[doc(alias = "nfq_ip6_get_hdr")]
     pub fn ipv6(&self) -> Option<Ipv6Header<'_>> {
         self.view().ok()?.ipv6()
     }
 
     /// The TCP header and payload ([`IpPacket::tcp`]).
+    #[doc(alias = "nfq_tcp_get_hdr")]
     pub fn tcp(&self) -> Option<TcpSegment<'_>> {
         self.view().ok()?.tcp()
     }
 
     /// The UDP header and payload ([`IpPacket::udp`]).
+    #[doc(alias = "nfq_udp_get_hdr")]
     pub fn udp(&self) -> Option<UdpDatagram<'_>> {
         self.view().ok()?.udp()
     }

@@ -272,6 +272,7 @@ impl<'a> IpPacket<'a> {
     }
 
     /// The IPv4 header, if this is IPv4.
+    #[doc(alias = "nfq_ip_get_hdr")]
     pub fn ipv4(&self) -> Option<Ipv4Header<'a>> {
         match self.ip() {
             IpHeader::V4(h) => Some(h),
@@ -280,6 +281,7 @@ impl<'a> IpPacket<'a> {
     }
 
     /// The IPv6 header (the fixed 40 bytes), if this is IPv6.
+    #[doc(alias = "nfq_ip6_get_hdr")]
     pub fn ipv6(&self) -> Option<Ipv6Header<'a>> {
         match self.ip() {
             IpHeader::V6(h) => Some(h),
@@ -324,6 +326,9 @@ impl<'a> IpPacket<'a> {
 
     /// Where the transport header starts, from the start of the packet; `None` for a fragment
     /// other than the first, or when the extension header chain is cut or broken.
+    #[doc(alias = "nfq_ip_set_transport_header")]
+    #[doc(alias = "nfq_ip6_set_transport_header")]
+    #[doc(alias = "pktb_transport_header")]
     pub fn transport_offset(&self) -> Option<usize> {
         match self.layout.l4 {
             L4::At { offset, .. } => Some(offset),
@@ -351,6 +356,7 @@ impl<'a> IpPacket<'a> {
     /// The TCP header and payload, if this is TCP and at least the 20-byte header is present.
     /// On a truncated copy, the options and payload hold what was copied. `None` also for a
     /// data offset below 5 or past the end of a complete packet.
+    #[doc(alias = "nfq_tcp_get_hdr")]
     pub fn tcp(&self) -> Option<TcpSegment<'a>> {
         let l4 = self.transport_bytes(IPPROTO_TCP)?;
         if l4.len() < TCP_MIN_HEADER_LEN {
@@ -371,6 +377,7 @@ impl<'a> IpPacket<'a> {
     /// The UDP header and payload, if this is UDP and the 8-byte header is present. The payload
     /// ends where the UDP length says (or where the copy ends). `None` also when the UDP length
     /// is below 8 or beyond the IP packet (fragments excepted).
+    #[doc(alias = "nfq_udp_get_hdr")]
     pub fn udp(&self) -> Option<UdpDatagram<'a>> {
         let l4 = self.transport_bytes(IPPROTO_UDP)?;
         if l4.len() < UDP_HEADER_LEN {
@@ -717,6 +724,8 @@ impl<'a> TcpSegment<'a> {
         self.header
     }
     /// The payload present.
+    #[doc(alias = "nfq_tcp_get_payload")]
+    #[doc(alias = "nfq_tcp_get_payload_len")]
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
@@ -764,6 +773,8 @@ impl<'a> UdpDatagram<'a> {
         self.header
     }
     /// The payload present.
+    #[doc(alias = "nfq_udp_get_payload")]
+    #[doc(alias = "nfq_udp_get_payload_len")]
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
