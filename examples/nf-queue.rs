@@ -52,6 +52,10 @@ use std::process::exit;
 
 use libnfq::{sys, CopyMode, Error, Handle, Packet, QueueConfig, QueueFlags, SkbInfo, Verdict};
 
+#[path = "c_compat/mod.rs"]
+mod c_compat;
+use c_compat::*;
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.len() != 2 {
@@ -156,62 +160,4 @@ fn queue_cb(packet: &Packet<'_>, verdict: &Verdict) -> Verdict {
 
     // nfq_send_verdict: NF_ACCEPT, with the connection mark 42 where the queue can carry it.
     verdict.clone()
-}
-
-/// `perror(what); exit(EXIT_FAILURE);`
-fn die(what: &str, err: &Error) -> ! {
-    match err.errno() {
-        Some(errno) => eprintln!("{what}: {}", strerror(errno)),
-        // Not a system error (a malformed message, say): libnfq's description.
-        None => eprintln!("{what}: {err}"),
-    }
-    exit(1);
-}
-
-/// `strerror(errno)`, without Rust's ` (os error N)` suffix.
-fn strerror(errno: i32) -> String {
-    let text = io::Error::from_raw_os_error(errno).to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
-/// C's `atoi` as glibc implements it, `(int) strtol(s, NULL, 10)`: leading white space, an
-/// optional sign, the digits up to the first non-digit (0 when there are none); `strtol`
-/// saturates at the range of `long`, and the conversion to `int` keeps the low 32 bits.
-fn atoi(s: &[u8]) -> i32 {
-    let mut rest = s;
-    while let [b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r', tail @ ..] = rest {
-        rest = tail;
-    }
-    let negative = match rest {
-        [b'-', tail @ ..] => {
-            rest = tail;
-            true
-        }
-        [b'+', tail @ ..] => {
-            rest = tail;
-            false
-        }
-        _ => false,
-    };
-    let mut value: i64 = 0;
-    let mut saturated = false;
-    for &c in rest.iter().take_while(|c| c.is_ascii_digit()) {
-        match value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(c - b'0')))
-        {
-            Some(v) => value = v,
-            None => saturated = true,
-        }
-    }
-    let long = match (saturated, negative) {
-        (true, false) => i64::MAX,
-        (true, true) => i64::MIN,
-        (false, false) => value,
-        (false, true) => -value,
-    };
-    long as i32
 }

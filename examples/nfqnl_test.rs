@@ -55,6 +55,10 @@ use std::process::exit;
 
 use libnfq::{sys, CopyMode, Error, Handle, Packet, QueueConfig, QueueFlags, Verdict};
 
+#[path = "c_compat/mod.rs"]
+mod c_compat;
+use c_compat::*;
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     let mut queue: u32 = 0;
@@ -137,7 +141,12 @@ fn main() {
                 ..
             }) => {}
             Err(Error::Io { source, .. }) => {
-                eprintln!("recv failed: {}", strerror(&source));
+                eprintln!(
+                    "recv failed: {}",
+                    source
+                        .raw_os_error()
+                        .map_or_else(|| source.to_string(), strerror)
+                );
                 break;
             }
             // An error message from the kernel (about a verdict): a datagram without a packet.
@@ -256,52 +265,4 @@ fn print_pkt(packet: &Packet<'_>) {
 
     line.push(b'\n');
     let _ = io::stdout().lock().write_all(&line);
-}
-
-/// C's `atoi` as glibc implements it, `(int) strtol(s, NULL, 10)`: leading white space, an
-/// optional sign, the digits up to the first non-digit (0 when there are none); `strtol`
-/// saturates at the range of `long`, and the conversion to `int` keeps the low 32 bits.
-fn atoi(s: &[u8]) -> i32 {
-    let mut rest = s;
-    while let [b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r', tail @ ..] = rest {
-        rest = tail;
-    }
-    let negative = match rest {
-        [b'-', tail @ ..] => {
-            rest = tail;
-            true
-        }
-        [b'+', tail @ ..] => {
-            rest = tail;
-            false
-        }
-        _ => false,
-    };
-    let mut value: i64 = 0;
-    let mut saturated = false;
-    for &c in rest.iter().take_while(|c| c.is_ascii_digit()) {
-        match value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(c - b'0')))
-        {
-            Some(v) => value = v,
-            None => saturated = true,
-        }
-    }
-    let long = match (saturated, negative) {
-        (true, false) => i64::MAX,
-        (true, true) => i64::MIN,
-        (false, false) => value,
-        (false, true) => -value,
-    };
-    long as i32
-}
-
-/// `strerror(errno)`: the message `perror` prints, without Rust's ` (os error N)` suffix.
-fn strerror(err: &io::Error) -> String {
-    let text = err.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }

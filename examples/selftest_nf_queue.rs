@@ -53,6 +53,10 @@ use std::time::Duration;
 
 use libnfq::{CopyMode, Error, Handle, Packet, QueueConfig, QueueFlags, SkbInfo, Verdict};
 
+#[path = "c_compat/mod.rs"]
+mod c_compat;
+use c_compat::*;
+
 /// The hooks counted by `-c` (`NF_INET_PRE_ROUTING` .. `NF_INET_POST_ROUTING`).
 const HOOKS: usize = 5;
 
@@ -347,67 +351,4 @@ fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<Wa
             }
         }
     }
-}
-
-/// `perror(what); exit(EXIT_FAILURE);`
-fn die(what: &str, err: &Error) -> ! {
-    match err.errno() {
-        Some(errno) => die_errno(what, errno),
-        // Not a system error (a malformed message, say): libnfq's description.
-        None => eprintln!("{what}: {err}"),
-    }
-    exit(1);
-}
-
-fn die_errno(what: &str, errno: i32) -> ! {
-    eprintln!("{what}: {}", strerror(errno));
-    exit(1);
-}
-
-/// `strerror(errno)`, without Rust's ` (os error N)` suffix.
-fn strerror(errno: i32) -> String {
-    let text = io::Error::from_raw_os_error(errno).to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
-/// C's `atoi` as glibc implements it, `(int) strtol(s, NULL, 10)`: leading white space, an
-/// optional sign, the digits up to the first non-digit (0 when there are none); `strtol`
-/// saturates at the range of `long`, and the conversion to `int` keeps the low 32 bits.
-fn atoi(s: &[u8]) -> i32 {
-    let mut rest = s;
-    while let [b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r', tail @ ..] = rest {
-        rest = tail;
-    }
-    let negative = match rest {
-        [b'-', tail @ ..] => {
-            rest = tail;
-            true
-        }
-        [b'+', tail @ ..] => {
-            rest = tail;
-            false
-        }
-        _ => false,
-    };
-    let mut value: i64 = 0;
-    let mut saturated = false;
-    for &c in rest.iter().take_while(|c| c.is_ascii_digit()) {
-        match value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(i64::from(c - b'0')))
-        {
-            Some(v) => value = v,
-            None => saturated = true,
-        }
-    }
-    let long = match (saturated, negative) {
-        (true, false) => i64::MAX,
-        (true, true) => i64::MIN,
-        (false, false) => value,
-        (false, true) => -value,
-    };
-    long as i32
 }
