@@ -64,6 +64,7 @@ mod packet;
 pub mod pkt;
 mod queue;
 mod socket;
+mod stats;
 mod stop;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
@@ -76,6 +77,7 @@ pub use error::{Error, Result};
 pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE};
 pub use packet::{Hook, Packet, SkbInfo};
 pub use queue::Queue;
+pub use stats::QueueStats;
 pub use stop::Shutdown;
 pub use verdict::{Action, Verdict};
 
