@@ -762,6 +762,24 @@ impl<'cb> Handle<'cb> {
         send.clear();
     }
 
+    /// Dispatches `datagram` as if the kernel had sent it (packets to their queues' callbacks,
+    /// error answers to errors), then discards the verdicts instead of sending them. For fuzz
+    /// tests of the receive path only: not part of the API.
+    #[doc(hidden)]
+    pub fn __dispatch_for_fuzzing(&self, datagram: &[u8]) -> (usize, Vec<Error>) {
+        let buf = AlignedBuf::copy_of(datagram);
+        let mut state = Dispatch::default();
+        self.dispatch(buf.as_slice(), &mut state);
+        for slot in self.queues.borrow_mut().iter_mut() {
+            slot.run = None;
+        }
+        self.send.borrow_mut().clear();
+        if let Some(payload) = state.panic {
+            panic::resume_unwind(payload);
+        }
+        (state.packets, self.errors.borrow_mut().drain(..).collect())
+    }
+
     /// Sets how many packets one [`Handle::process`] call may receive before it sends their
     /// verdicts (default [`DEFAULT_BATCH_LIMIT`]); it also stops earlier when nothing more is
     /// waiting, so a packet never waits for others to arrive. `1` turns batching off: each

@@ -2,9 +2,9 @@
 //!
 //! Messages are built by libnetfilter_queue's `nfq_nlmsg_*` functions (and libmnl's
 //! `mnl_attr_put_*`) straight into the spare capacity of an [`AlignedBuf`], after reserving the
-//! exact number of bytes they write. Received datagrams are walked here with bounds checks, and
-//! packet messages parsed with `nfq_nlmsg_parse`; every slice handed out is checked to lie
-//! inside the message it came from.
+//! exact number of bytes they write. Received datagrams and their attributes are walked here,
+//! in Rust, with bounds checks (see [`parse_packet`] for why not with `nfq_nlmsg_parse`); every
+//! slice handed out lies inside the message it came from.
 
 use std::ffi::c_char;
 use std::mem::size_of;
@@ -18,8 +18,10 @@ const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
 const NFGENMSG_LEN: usize = size_of::<sys::nfgenmsg>();
 /// Length of `struct nlattr`.
 const NLA_HDRLEN: usize = size_of::<libc::nlattr>();
-/// The attribute table size `nfq_nlmsg_parse` fills (`NFQA_MAX + 1`).
+/// The attribute table size (`NFQA_MAX + 1` of these bindings).
 pub(crate) const NFQA_COUNT: usize = sys::__NFQA_MAX as usize;
+/// `NLA_TYPE_MASK`: an attribute type without the nested / byte-order flags.
+const NLA_TYPE_MASK: u16 = !(libc::NLA_F_NESTED as u16 | libc::NLA_F_NET_BYTEORDER as u16);
 
 const fn align4(len: usize) -> usize {
     (len + 3) & !3
@@ -375,41 +377,65 @@ fn parse_message<'a>(msg: &'a [u8], hdr: &libc::nlmsghdr) -> Message<'a> {
     }
 }
 
+/// The smallest payload an attribute of this `NFQA_*` type must have to be used; attributes
+/// shorter than that are skipped, as `nfq_nlmsg_parse` would reject them.
+fn min_attr_len(kind: u32) -> usize {
+    match kind {
+        sys::NFQA_PACKET_HDR => size_of::<sys::nfqnl_msg_packet_hdr>(),
+        sys::NFQA_TIMESTAMP => size_of::<sys::nfqnl_msg_packet_timestamp>(),
+        sys::NFQA_HWADDR => size_of::<sys::nfqnl_msg_packet_hw>(),
+        sys::NFQA_MARK
+        | sys::NFQA_IFINDEX_INDEV
+        | sys::NFQA_IFINDEX_OUTDEV
+        | sys::NFQA_IFINDEX_PHYSINDEV
+        | sys::NFQA_IFINDEX_PHYSOUTDEV
+        | sys::NFQA_CAP_LEN
+        | sys::NFQA_SKB_INFO
+        | sys::NFQA_UID
+        | sys::NFQA_GID
+        | sys::NFQA_CT_INFO => 4,
+        // NFQA_PAYLOAD, NFQA_CT, NFQA_EXP, NFQA_SECCTX: any length.
+        _ => 0,
+    }
+}
+
+/// Parses a packet message's attributes into a table indexed by `NFQA_*` type.
+///
+/// This is done here rather than with `nfq_nlmsg_parse` for two reasons found in
+/// libnetfilter_queue 1.0.5: it validates `NFQA_SECCTX` as a `u32`, so a real security context
+/// makes it fail the whole message (and the packet would never be decided), and it fills table
+/// slots up to the *linked* library's `NFQA_MAX`, which a newer library makes larger than the
+/// table sized from these bindings. Here an attribute of an unknown type (newer kernels send
+/// more) or too short for its type is skipped; a truncated tail ends the walk; every slice lies
+/// inside `msg`.
 fn parse_packet(msg: &[u8]) -> Message<'_> {
     let Some(queue) = be16(msg, NLMSG_HDRLEN + 2) else {
         return Message::Malformed("packet message shorter than its nfgenmsg header");
     };
-    let mut table: [*mut libc::nlattr; NFQA_COUNT] = [ptr::null_mut(); NFQA_COUNT];
-    // SAFETY: `msg` holds one complete message (checked by mnl_nlmsg_ok) of at least the
-    // nfgenmsg header; `nfq_nlmsg_parse` walks its attributes with mnl_attr_ok bounds checks and
-    // stores pointers to attributes of known type in `table`, which has NFQA_MAX + 1 slots.
-    let rc = unsafe { sys::nfq_nlmsg_parse(msg.as_ptr().cast(), table.as_mut_ptr().cast()) };
-    if rc < 0 {
-        return Message::Malformed("packet attribute failed validation");
-    }
-    let base = msg.as_ptr() as usize;
     let mut attrs: [Option<&[u8]>; NFQA_COUNT] = [None; NFQA_COUNT];
-    for (slot, &attr) in attrs.iter_mut().zip(table.iter()) {
-        if attr.is_null() {
-            continue;
-        }
-        // Recompute the payload from the attribute header with our own bounds checks: the
-        // pointer came from walking `msg`, so it lies within it, but its length is re-checked
-        // against the message end rather than trusted.
-        let off = attr as usize - base;
-        let Some(nla_len) = msg
-            .get(off..off + 2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
+    let mut at = NLMSG_HDRLEN + NFGENMSG_LEN;
+    while let (Some(nla_len), Some(nla_type)) = (
+        msg.get(at..at + 2)
+            .map(|b| usize::from(u16::from_ne_bytes([b[0], b[1]]))),
+        msg.get(at + 2..at + 4)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) & NLA_TYPE_MASK),
+    ) {
+        let Some(payload) = msg
+            .get(at + NLA_HDRLEN..at + nla_len)
+            .filter(|_| nla_len >= NLA_HDRLEN)
         else {
-            return Message::Malformed("attribute header outside its message");
+            break; // a length shorter than the header or past the message: nothing more to trust
         };
-        match msg.get(off + NLA_HDRLEN..off + nla_len.max(NLA_HDRLEN)) {
-            Some(payload) => *slot = Some(payload),
-            None => return Message::Malformed("attribute longer than its message"),
+        let kind = u32::from(nla_type);
+        if let Some(slot) = attrs.get_mut(kind as usize) {
+            if kind != sys::NFQA_UNSPEC && payload.len() >= min_attr_len(kind) {
+                *slot = Some(payload);
+            }
         }
+        at += align4(nla_len);
     }
     if attrs[sys::NFQA_PACKET_HDR as usize].is_none() {
-        return Message::Malformed("packet message without NFQA_PACKET_HDR");
+        return Message::Malformed("packet message without a valid NFQA_PACKET_HDR");
     }
     Message::Packet { queue, attrs }
 }
@@ -437,7 +463,7 @@ fn parse_answer(msg: &[u8], seq: u32) -> Message<'_> {
         msg.get(at..at + 2)
             .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize),
         msg.get(at + 2..at + 4)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]) & 0x3fff),
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) & NLA_TYPE_MASK),
     ) {
         if nla_len < NLA_HDRLEN || at + nla_len > msg.len() {
             break;
