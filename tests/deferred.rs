@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libnfq::{DeferredPacket, Error, Handle, Pending, QueueConfig, Verdict};
-use support::{Netns, UdpSink};
+use support::{set_socket_buffer, Buffer, Netns, UdpSink};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -49,7 +49,7 @@ fn queue_port(ns: &Netns, port: u16, queue: u16) {
 
 /// A sink with a large receive buffer, read on its own thread until `quiet`.
 fn spawn_sink(sink: UdpSink, quiet: Duration) -> thread::JoinHandle<BTreeSet<u64>> {
-    set_rcvbuf(sink.socket(), 32 << 20);
+    set_socket_buffer(sink.socket(), Buffer::Receive, 32 << 20);
     thread::spawn(move || {
         let mut got = BTreeSet::new();
         for d in sink.recv_until_quiet(quiet, usize::MAX) {
@@ -59,36 +59,11 @@ fn spawn_sink(sink: UdpSink, quiet: Duration) -> thread::JoinHandle<BTreeSet<u64
     })
 }
 
-fn set_rcvbuf(sock: &UdpSocket, bytes: i32) {
-    set_buf(sock, libc::SO_RCVBUFFORCE, bytes);
-}
-
-/// Sets a socket buffer size with the `*FORCE` option (the tests run with CAP_NET_ADMIN).
-fn set_buf(sock: &UdpSocket, option: i32, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a live socket with a pointer to a live c_int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({option}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// A UDP socket to send from, with a send buffer large enough for thousands of datagrams
 /// waiting in a queue (a queued packet stays charged to its sending socket).
 fn sender() -> UdpSocket {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
-    set_buf(&sock, libc::SO_SNDBUFFORCE, 64 << 20);
+    set_socket_buffer(&sock, Buffer::Send, 64 << 20);
     sock
 }
 
@@ -571,7 +546,7 @@ fn batching_and_range_verdicts_keep_packet_order() {
     let sink = UdpSink::bind("127.0.0.1:0");
     let to = sink.addr();
     queue_port(&ns, to.port(), 11);
-    set_rcvbuf(sink.socket(), 8 << 20);
+    set_socket_buffer(sink.socket(), Buffer::Receive, 8 << 20);
     let seen = AtomicU64::new(0);
     let handle = Handle::open().unwrap();
     handle.set_recv_buffer_size(8 << 20).unwrap();

@@ -16,14 +16,13 @@ mod support;
 mod usage;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use libnfq::{DeferredPacket, Handle, Pending, QueueConfig, QueueStats, Verdict, VerdictSender};
-use support::{Netns, UdpSink};
+use support::{set_socket_buffer, Buffer, Netns, UdpSink};
 use usage::Usage;
 
 const QUEUE: u16 = 7;
@@ -178,32 +177,11 @@ impl Progress {
     }
 }
 
-/// Sets a socket buffer option with its `*FORCE` variant when allowed, else the plain one
-/// (capped by the system's maximum).
-fn set_buffer(sock: &UdpSocket, force: libc::c_int, plain: libc::c_int, bytes: libc::c_int) {
-    for option in [force, plain] {
-        // SAFETY: setsockopt on a live socket, with a pointer to a live c_int of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return;
-        }
-    }
-    panic!("setsockopt: {}", std::io::Error::last_os_error());
-}
-
 /// Sends `seq:0` .. `seq:<n-1>` to `to`, never more than [`WINDOW`] ahead of what is accounted.
 fn send_all(to: SocketAddr, n: u64, progress: &Progress) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
     // A queued packet stays charged to its sending socket.
-    set_buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, 16 << 20);
+    set_socket_buffer(&sock, Buffer::Send, 16 << 20);
     for seq in 0..n {
         if seq % 256 == 0 {
             progress.wait_for((seq + 256).saturating_sub(WINDOW));
@@ -221,12 +199,7 @@ fn send_all(to: SocketAddr, n: u64, progress: &Progress) {
 /// Receives until every expected datagram arrived (or nothing came for a while); checks each
 /// against its decision and counts it. Returns the problems found (empty: all good).
 fn receive_all(sink: UdpSink, n: u64, expected: u64, progress: &Progress) -> Vec<String> {
-    set_buffer(
-        sink.socket(),
-        libc::SO_RCVBUFFORCE,
-        libc::SO_RCVBUF,
-        16 << 20,
-    );
+    set_socket_buffer(sink.socket(), Buffer::Receive, 16 << 20);
     let mut seen = vec![false; n as usize];
     let mut problems = Vec::new();
     let mut got = 0;

@@ -6,26 +6,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use libnfq::tokio::AsyncHandle;
 use libnfq::{QueueConfig, Verdict};
-use support::UdpSink;
-
-fn force_buf(sock: &UdpSocket, option: i32, bytes: i32) {
-    // SAFETY: setsockopt on a live socket with a pointer to a live c_int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
-}
+use support::{set_socket_buffer, Buffer, UdpSink};
 
 fn seq_of(ip: &[u8]) -> u64 {
     let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -40,7 +25,7 @@ fn burst_through_async_handle_loses_nothing() {
     let Some(ns) = support::enter!() else { return };
     const N: u64 = 5000;
     let sink = UdpSink::bind("127.0.0.1:0");
-    force_buf(sink.socket(), libc::SO_RCVBUFFORCE, 16 << 20);
+    set_socket_buffer(sink.socket(), Buffer::Receive, 16 << 20);
     let to = sink.addr();
     ns.iptables(&[
         "-A",
@@ -68,7 +53,7 @@ fn burst_through_async_handle_loses_nothing() {
         // The burst, unpaced, from a blocking thread (spawned from this thread: same netns).
         let sender = std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            force_buf(&sock, libc::SO_SNDBUFFORCE, 64 << 20);
+            set_socket_buffer(&sock, Buffer::Send, 64 << 20);
             for seq in 0..N {
                 sock.send_to(seq.to_string().as_bytes(), to).unwrap();
             }

@@ -35,7 +35,9 @@ mod traffic;
 #[allow(unused_imports)]
 pub use rawq::RawQueue;
 #[allow(unused_imports)]
-pub use traffic::{tcp_roundtrip, udp_send, udp_send_each, TcpEcho, UdpSink};
+pub use traffic::{
+    set_socket_buffer, tcp_roundtrip, udp_send, udp_send_each, Buffer, TcpEcho, UdpSink,
+};
 
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Write};

@@ -269,3 +269,43 @@ pub fn tcp_roundtrip(to: SocketAddr, data: &[u8], timeout: Duration) -> std::io:
         }
     }
 }
+
+/// Which socket buffer [`set_socket_buffer`] sizes.
+#[derive(Clone, Copy, Debug)]
+pub enum Buffer {
+    /// `SO_RCVBUF(FORCE)`: room for datagrams waiting to be read.
+    Receive,
+    /// `SO_SNDBUF(FORCE)`: room for datagrams sent and not yet freed. A packet waiting in an
+    /// NFQUEUE queue stays charged to its sending socket, so a sender that queues thousands
+    /// needs a large one.
+    Send,
+}
+
+/// Sets a socket buffer to `bytes`: with the `*FORCE` option where allowed (CAP_NET_ADMIN,
+/// which the tests have in their namespace), else the plain one (capped by the system).
+pub fn set_socket_buffer(sock: &UdpSocket, which: Buffer, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    let options = match which {
+        Buffer::Receive => [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF],
+        Buffer::Send => [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF],
+    };
+    for option in options {
+        // SAFETY: setsockopt on a live socket, with a pointer to a live c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    panic!(
+        "setsockopt({which:?} buffer): {}",
+        std::io::Error::last_os_error()
+    );
+}
