@@ -25,8 +25,12 @@ use crate::verdict::{Action, Verdict};
 /// Default size of the receive buffer: the largest packet message (a 65531-byte payload plus
 /// every metadata attribute) with room to spare.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024 + 8 * 1024;
-/// Default for [`Handle::set_batch_limit`].
-pub const DEFAULT_BATCH_LIMIT: usize = 64;
+/// Default for [`Handle::set_batch_limit`]: a quarter of the kernel's default queue length
+/// (1024), so that the packets held for one batch never fill a default queue.
+pub const DEFAULT_BATCH_LIMIT: usize = 256;
+/// The receive buffer [`Handle::open`] asks for: 8 MiB absorb a burst of thousands of full-size
+/// packet messages instead of losing them (`ENOBUFS`).
+pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
 const SEND_BUFFER_SIZE: usize = 8 * 1024;
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -106,7 +110,7 @@ enum Wait<'a> {
 /// # Batching
 ///
 /// Each `process` call receives what is waiting, up to [`Handle::set_batch_limit`] packets
-/// (default 64), dispatches it, then sends all the verdicts in one system call. Consecutive
+/// (default 256), dispatches it, then sends all the verdicts in one system call. Consecutive
 /// packets of a queue decided with the same plain verdict (no payload) are decided by one
 /// range verdict, but only while no deferred packet of that queue is outstanding, since a range
 /// verdict decides every queued packet up to its id. [`Handle::set_range_verdicts`] turns that
@@ -154,14 +158,16 @@ const _: () = {
 };
 
 impl<'cb> Handle<'cb> {
-    /// Opens a netlink socket to the NFQUEUE subsystem.
+    /// Opens a netlink socket to the NFQUEUE subsystem, with a receive buffer of
+    /// [`DEFAULT_RECV_BUFFER`] where the kernel allows it (see
+    /// [`Handle::set_recv_buffer_size`]).
     ///
     /// Opening needs no privilege; binding a queue needs `CAP_NET_ADMIN` in the network
     /// namespace.
     #[doc(alias = "nfq_open")]
     #[doc(alias = "mnl_socket_open")]
     pub fn open() -> Result<Self> {
-        Ok(Handle {
+        let handle = Handle {
             owner: Owner(Arc::new(Shared::new(Socket::open()?))),
             recv: RefCell::new(AlignedBuf::with_capacity(DEFAULT_BUFFER_SIZE)),
             send: RefCell::new(AlignedBuf::with_capacity(SEND_BUFFER_SIZE)),
@@ -173,7 +179,11 @@ impl<'cb> Handle<'cb> {
             ack_timeout: Cell::new(DEFAULT_ACK_TIMEOUT),
             batch_limit: Cell::new(DEFAULT_BATCH_LIMIT),
             range_verdicts: Cell::new(true),
-        })
+        };
+        // Best effort: without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`, and
+        // binding (which needs the capability) fails later with a clear error anyway.
+        let _ = handle.set_recv_buffer_size(DEFAULT_RECV_BUFFER);
+        Ok(handle)
     }
 
     /// The open socket. Only the handle closes it (when dropped), so from `&self` it is open.
@@ -471,10 +481,12 @@ impl<'cb> Handle<'cb> {
         } else if self.receive_first(&mut recv, wait)? {
             let n = recv.len();
             self.dispatch(&recv.as_slice()[..n], &mut state);
-            // Take what else is waiting, without waiting, up to the batch limit.
+            // Take what else is waiting, without waiting, up to the batch limit; one lock of the
+            // shared socket for the whole drain.
             let limit = self.batch_limit.get();
+            let sock = self.sock();
             while state.packets < limit && state.panic.is_none() {
-                match self.sock().recv(&mut recv, libc::MSG_DONTWAIT) {
+                match sock.recv(&mut recv, libc::MSG_DONTWAIT) {
                     Ok(Some(n)) => self.dispatch(&recv.as_slice()[..n], &mut state),
                     Ok(None) => break,
                     Err(e) => {
@@ -596,7 +608,9 @@ impl<'cb> Handle<'cb> {
     fn decide(&self, packet: Packet<'_>, state: &mut Dispatch) {
         let queue = packet.queue_num();
         let id = packet.id();
-        let (generation, mut callback, queue_state) = {
+        // Take the callback out, so that no borrow of the registry is held while user code runs.
+        // Only a deferrable callback needs the queue's shared state (for `Pending::defer`).
+        let (generation, mut callback, shared_state) = {
             let mut queues = self.queues.borrow_mut();
             let Some(slot) = queues.iter_mut().find(|s| s.num == queue) else {
                 // Not (or no longer) bound here: the kernel released the packet on unbind.
@@ -607,38 +621,42 @@ impl<'cb> Handle<'cb> {
             } else {
                 None
             };
-            (slot.generation, callback, Arc::clone(&slot.state))
+            let shared =
+                matches!(callback, Some(Callback::Deferrable(_))).then(|| Arc::clone(&slot.state));
+            (slot.generation, callback, shared)
         };
         state.packets += 1;
         let truncated = packet
             .is_truncated()
             .then(|| (packet.payload().len(), packet.original_len()));
         let deferred = Cell::new(false);
-        let outcome = match callback.as_mut() {
-            None => None,
-            Some(Callback::Verdict(cb)) => {
+        // `Some(Ok(None))`: the callback deferred the packet. `None`: no callback ran.
+        let outcome = match (callback.as_mut(), &shared_state) {
+            (Some(Callback::Verdict(cb)), _) => {
                 Some(panic::catch_unwind(AssertUnwindSafe(|| Some(cb(&packet)))))
             }
-            Some(Callback::Deferrable(cb)) => {
-                let pending = Pending::new(packet, &queue_state, &self.owner.0, &deferred);
+            (Some(Callback::Deferrable(cb)), Some(queue_state)) => {
+                let pending = Pending::new(packet, queue_state, &self.owner.0, &deferred);
                 Some(panic::catch_unwind(AssertUnwindSafe(|| {
                     cb(pending).verdict
                 })))
             }
+            _ => None,
         };
-        if let Some(cb) = callback {
-            let mut queues = self.queues.borrow_mut();
-            if let Some(slot) = queues
-                .iter_mut()
-                .find(|s| s.num == queue && s.generation == generation)
-            {
-                slot.callback = Some(cb);
-            }
-            // else: the Queue was dropped from inside its own callback; `cb` is freed here.
+        let mut queues = self.queues.borrow_mut();
+        let Some(slot) = queues
+            .iter_mut()
+            .find(|s| s.num == queue && s.generation == generation)
+        else {
+            // The Queue was dropped from inside its own callback: the kernel released the
+            // packet; the callback (if any) is freed here.
+            return;
+        };
+        if callback.is_some() {
+            slot.callback = callback;
         }
-        // `Ok(None)`: the callback deferred the packet; its DeferredPacket decides it.
         let verdict = match outcome {
-            Some(Ok(None)) => return,
+            Some(Ok(None)) => return, // its DeferredPacket decides it
             Some(Ok(Some(verdict))) => verdict,
             Some(Err(payload)) => {
                 state.panic = Some(payload);
@@ -647,58 +665,53 @@ impl<'cb> Handle<'cb> {
                     // verdict) or escaped to be decided elsewhere.
                     return;
                 }
-                queue_state.fallback.clone()
+                slot.state.fallback.clone()
             }
-            None => queue_state.fallback.clone(),
+            None => slot.state.fallback.clone(),
         };
-        let verdict = match queue_state.refusal(&verdict, queue, id, truncated) {
+        let verdict = match slot.state.refusal(&verdict, queue, id, truncated) {
             Some(err) => {
                 self.errors.borrow_mut().push_back(err);
-                queue_state.fallback.clone()
+                slot.state.fallback.clone()
             }
             None => verdict,
         };
-        self.push_verdict(queue, id, &verdict, &queue_state);
+        self.push_verdict(slot, id, &verdict);
     }
 
     /// Queues a verdict for sending: into the queue's range run when it can join one, else as
     /// an individual message. Verdicts leave in the order the packets came: a pending run is
     /// sent before an individual verdict of the same queue, so batching never reorders packets.
-    fn push_verdict(&self, queue: u16, id: u32, verdict: &Verdict, state: &QueueState) {
-        let plain = verdict.is_plain();
+    fn push_verdict(&self, slot: &mut Slot<'cb>, id: u32, verdict: &Verdict) {
         // No deferred packet of this queue outstanding means every packet with a lower id has
         // been decided: a range verdict up to `id` covers only packets decided here.
-        let coalesce = plain
+        let coalesce = verdict.is_plain()
             && self.range_verdicts.get()
             && self.batch_limit.get() > 1
-            && !state.has_outstanding();
-        let pending = {
-            let mut queues = self.queues.borrow_mut();
-            let Some(slot) = queues.iter_mut().find(|s| s.num == queue) else {
+            && !slot.state.has_outstanding();
+        let next = Run {
+            action: verdict.action(),
+            mark: verdict.mark(),
+            last: id,
+            count: 1,
+        };
+        let pending = match &mut slot.run {
+            Some(run) if coalesce && run.action == next.action && run.mark == next.mark => {
+                run.last = id;
+                run.count += 1;
                 return;
-            };
-            let next = Run {
-                action: verdict.action(),
-                mark: verdict.mark(),
-                last: id,
-                count: 1,
-            };
-            match &mut slot.run {
-                Some(run) if coalesce && run.action == next.action && run.mark == next.mark => {
-                    run.last = id;
-                    run.count += 1;
-                    return;
-                }
-                run if coalesce => run.replace(next),
-                run => run.take(),
             }
+            run if coalesce => run.replace(next),
+            run => run.take(),
         };
         if let Some(run) = pending {
-            self.push_run(queue, run);
+            self.push_run(slot.num, run);
         }
         if !coalesce {
             let msg = verdict.msg();
-            self.push_message(msg.len(), |buf| netlink::put_verdict(buf, queue, id, &msg));
+            self.push_message(msg.len(), |buf| {
+                netlink::put_verdict(buf, slot.num, id, &msg)
+            });
         }
     }
 

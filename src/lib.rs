@@ -74,7 +74,7 @@ mod verdict;
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};
 pub use deferred::{DeferredPacket, Handled, Pending, VerdictBatch, VerdictSender};
 pub use error::{Error, Result};
-pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE};
+pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER};
 pub use packet::{Hook, Packet, SkbInfo};
 pub use queue::Queue;
 pub use stats::QueueStats;
