@@ -129,18 +129,7 @@ fn allocations_while_accepting(
     let sink = UdpSink::bind("127.0.0.1:0");
     let (port, queue) = (sink.port().to_string(), QUEUE.to_string());
     let mark = verdict().mark().unwrap_or(0).to_string();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &queue,
-    ]);
+    ns.queue_udp_port(&port, &queue);
     ns.iptables(&[
         "-A",
         "INPUT",

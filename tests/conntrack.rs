@@ -18,18 +18,7 @@ fn one_packet(
     verdict: Verdict,
 ) -> (Vec<Error>, bool) {
     let sink = UdpSink::bind("127.0.0.1:0");
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &sink.port().to_string(),
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &num.to_string(),
-    ]);
+    ns.queue_udp_port(sink.port(), num);
     let handle = Handle::open().unwrap();
     let _queue = handle.queue(num, config, move |_| verdict.clone()).unwrap();
     support::udp_send(sink.addr(), &[b"ct"]);
@@ -78,18 +67,7 @@ fn connection_mark_on_a_queue_without_conntrack_is_refused() {
 fn connection_mark_from_a_deferred_packet_is_refused_too() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &sink.port().to_string(),
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "3",
-    ]);
+    ns.queue_udp_port(sink.port(), "3");
     let held = Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
     let _queue = handle

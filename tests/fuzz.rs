@@ -481,18 +481,7 @@ fn forged_and_garbage_datagrams_from_another_socket_are_ignored() {
     const Q: u16 = 7;
     let sink = UdpSink::bind("127.0.0.1:0");
     let port = sink.port().to_string();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "7",
-    ]);
+    ns.queue_udp_port(&port, "7");
     let seen = std::sync::Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
     handle

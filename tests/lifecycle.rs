@@ -32,18 +32,7 @@ fn open_handle<'cb>() -> Handle<'cb> {
 fn queued_sink(ns: &Netns, queue: u16) -> UdpSink {
     let sink = UdpSink::bind("127.0.0.1:0");
     let (port, queue) = (sink.port().to_string(), queue.to_string());
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &queue,
-    ]);
+    ns.queue_udp_port(&port, &queue);
     sink
 }
 

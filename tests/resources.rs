@@ -106,18 +106,7 @@ fn queues_bind_and_unbind_without_leaking() {
     const Q: u16 = 40;
     let sink = UdpSink::bind("127.0.0.1:0");
     let port = sink.port().to_string();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "40",
-    ]);
+    ns.queue_udp_port(&port, "40");
     let seen = AtomicUsize::new(0);
     let handle = Handle::open().expect("open");
     handle

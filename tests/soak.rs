@@ -298,18 +298,7 @@ fn soak(ns: &Netns, n: u64) {
     let before = Usage::now();
     let sink = UdpSink::bind("127.0.0.1:0");
     let to = sink.addr();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &to.port().to_string(),
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &QUEUE.to_string(),
-    ]);
+    ns.queue_udp_port(to.port(), QUEUE);
     for mark in 1..=3 {
         count_mark(ns, mark);
     }

@@ -46,18 +46,7 @@ fn reads_what_the_kernel_reports_for_a_bound_queue() {
     assert_eq!(QueueStats::read_all().unwrap(), vec![]);
     let sink = UdpSink::bind("127.0.0.1:0");
     let port = sink.port().to_string();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "12",
-    ]);
+    ns.queue_udp_port(&port, "12");
     let handle = Handle::open().unwrap();
     handle
         .set_recv_timeout(Some(Duration::from_millis(50)))

@@ -27,18 +27,7 @@ fn burst_through_async_handle_loses_nothing() {
     let sink = UdpSink::bind("127.0.0.1:0");
     set_socket_buffer(sink.socket(), Buffer::Receive, 16 << 20);
     let to = sink.addr();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &to.port().to_string(),
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "2",
-    ]);
+    ns.queue_udp_port(to.port(), "2");
 
     // A current-thread runtime on this thread: its IO driver, the handle and the tasks all
     // live in the test's network namespace.

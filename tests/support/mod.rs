@@ -478,6 +478,24 @@ impl Netns {
         self.xtables(v6, &["-t", table, "-L", chain, "-v", "-x", "-n"])
     }
 
+    /// Sends every UDP datagram to `port` leaving through OUTPUT to NFQUEUE queue `queue`
+    /// (`iptables -A OUTPUT -p udp --dport PORT -j NFQUEUE --queue-num QUEUE`).
+    pub fn queue_udp_port(&self, port: impl std::fmt::Display, queue: impl std::fmt::Display) {
+        let (port, queue) = (port.to_string(), queue.to_string());
+        self.iptables(&[
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--dport",
+            &port,
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
+        ]);
+    }
+
     /// Packet counter of the rule in `table`/`chain` carrying
     /// `-m comment --comment <comment>` (parsed from
     /// `iptables -w -t table -L chain -v -x -n`; ip6tables when `v6`).
