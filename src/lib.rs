@@ -38,6 +38,17 @@
 //! - [`Verdict`]: an [`Action`], optionally with a mark and a replacement payload.
 //! - [`Error`]: one error type; the kernel's late answers about verdicts arrive through
 //!   [`Handle::process`] and [`Handle::run`].
+//! - Deferred verdicts: [`Handle::queue_deferrable`] lets a callback turn a [`Pending`] packet
+//!   into an owned [`DeferredPacket`] decided later on any thread (alone, in a
+//!   [`VerdictBatch`], or with [`VerdictSender::range_verdict`]); [`Shutdown`] stops
+//!   [`Handle::run_until`] from another thread or a signal handler.
+//! - [`pkt`]: header views and a checked `pkt_buff` wrapper for rewriting packets.
+//! - [`QueueStats`]: the kernel's per-queue counters.
+//! - `tokio` (feature `tokio`): `AsyncHandle`, whose `recv().await` yields [`DeferredPacket`]s.
+//!
+//! Each `process` call takes what is waiting (up to [`DEFAULT_BATCH_LIMIT`] packets), then sends
+//! every verdict in one system call, with consecutive identical verdicts merged into range
+//! verdicts when that is safe; see [Batching](Handle#batching).
 //!
 //! Callbacks run on the thread that calls `run`/`process`. A panic in a callback is caught:
 //! the packet gets the queue's fallback verdict (drop by default) and the panic is resumed on
