@@ -61,6 +61,8 @@ struct Slot<'cb> {
     callback: Option<Callback<'cb>>,
     state: Arc<QueueState>,
     run: Option<Run>,
+    /// The queue's maximum length, when the config set one.
+    max_len: Option<u32>,
 }
 
 /// Owns the shared socket: closes it when the handle is dropped, even while verdict senders
@@ -148,6 +150,8 @@ pub struct Handle<'cb> {
     generation: Cell<u64>,
     ack_timeout: Cell<Duration>,
     batch_limit: Cell<usize>,
+    /// The batch limit in force for the current pass (see `Handle::batch_limit`).
+    pass_limit: Cell<usize>,
     range_verdicts: Cell<bool>,
 }
 
@@ -178,6 +182,7 @@ impl<'cb> Handle<'cb> {
             generation: Cell::new(0),
             ack_timeout: Cell::new(DEFAULT_ACK_TIMEOUT),
             batch_limit: Cell::new(DEFAULT_BATCH_LIMIT),
+            pass_limit: Cell::new(DEFAULT_BATCH_LIMIT),
             range_verdicts: Cell::new(true),
         };
         // Best effort: without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`, and
@@ -295,6 +300,7 @@ impl<'cb> Handle<'cb> {
                 config.flags.contains(QueueFlags::CONNTRACK),
             ),
             run: None,
+            max_len: config.max_len,
         });
         Ok(generation)
     }
@@ -471,6 +477,7 @@ impl<'cb> Handle<'cb> {
             return Err(err);
         }
         let mut recv = self.recv.try_borrow_mut().map_err(|_| Error::Reentrant)?;
+        self.pass_limit.set(self.batch_limit());
         let mut state = Dispatch::default();
         let mut idle = false;
         let backlog = mem::take(&mut *self.backlog.borrow_mut());
@@ -483,7 +490,7 @@ impl<'cb> Handle<'cb> {
             self.dispatch(&recv.as_slice()[..n], &mut state);
             // Take what else is waiting, without waiting, up to the batch limit; one lock of the
             // shared socket for the whole drain.
-            let limit = self.batch_limit.get();
+            let limit = self.pass_limit.get();
             let sock = self.sock();
             while state.packets < limit && state.panic.is_none() {
                 match sock.recv(&mut recv, libc::MSG_DONTWAIT) {
@@ -687,7 +694,7 @@ impl<'cb> Handle<'cb> {
         // been decided: a range verdict up to `id` covers only packets decided here.
         let coalesce = verdict.is_plain()
             && self.range_verdicts.get()
-            && self.batch_limit.get() > 1
+            && self.pass_limit.get() > 1
             && !slot.state.has_outstanding();
         let next = Run {
             action: verdict.action(),
@@ -740,7 +747,7 @@ impl<'cb> Handle<'cb> {
             self.send_now(&mut send);
         }
         put(&mut send);
-        if self.batch_limit.get() <= 1 {
+        if self.pass_limit.get() <= 1 {
             self.send_now(&mut send);
         }
     }
@@ -781,6 +788,7 @@ impl<'cb> Handle<'cb> {
     #[doc(hidden)]
     pub fn __dispatch_for_fuzzing(&self, datagram: &[u8]) -> (usize, Vec<Error>) {
         let buf = AlignedBuf::copy_of(datagram);
+        self.pass_limit.set(self.batch_limit());
         let mut state = Dispatch::default();
         self.dispatch(buf.as_slice(), &mut state);
         for slot in self.queues.borrow_mut().iter_mut() {
@@ -797,8 +805,19 @@ impl<'cb> Handle<'cb> {
     /// verdicts (default [`DEFAULT_BATCH_LIMIT`]); it also stops earlier when nothing more is
     /// waiting, so a packet never waits for others to arrive. `1` turns batching off: each
     /// verdict is sent as soon as its callback returned, one message per packet.
+    ///
+    /// Packets held for a batch still count against their queue's length, so the batch is also
+    /// kept to half the smallest [`QueueConfig::max_len`] set on this handle's queues: a batch
+    /// never fills a queue by itself.
     pub fn set_batch_limit(&self, packets: usize) {
         self.batch_limit.set(packets.max(1));
+    }
+
+    /// The batch limit in force: the one set, within half the smallest queue length set.
+    fn batch_limit(&self) -> usize {
+        let room = self.queues.borrow().iter().filter_map(|s| s.max_len).min();
+        let room = room.map_or(usize::MAX, |len| (len as usize / 2).max(1));
+        self.batch_limit.get().min(room)
     }
 
     /// Turns the automatic range verdicts on (the default) or off. Off, every packet gets its

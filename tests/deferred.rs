@@ -652,3 +652,34 @@ fn queue_balance_with_one_handle_per_thread_and_a_shared_shutdown() {
     }
     assert_eq!(received, 64);
 }
+
+#[test]
+fn batches_are_kept_to_half_the_shortest_queue() {
+    let Some(ns) = support::enter!() else { return };
+    // Packets held for a batch count against their queue's length. With a queue of 8 and 8
+    // packets waiting, one `process` call takes at most 4 of them (and sends their verdicts)
+    // before the next call takes the rest; on a queue without a set length, all 8 at once.
+    for (queue, config, per_call) in [
+        (13u16, QueueConfig::new().max_len(8), [4usize, 4]),
+        (14, QueueConfig::new(), [8, 0]),
+    ] {
+        let sink = UdpSink::bind("127.0.0.1:0");
+        queue_port(&ns, sink.port(), queue);
+        let handle = Handle::open().unwrap();
+        let _queue = handle.queue(queue, config, |_| Verdict::accept()).unwrap();
+        let sock = sender();
+        for seq in 0..8 {
+            send_seq(&sock, sink.addr(), seq);
+        }
+        assert!(support::wait_until(DEADLINE, || queued(&ns, queue) == 8));
+        handle
+            .set_recv_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let calls = [handle.process().unwrap(), handle.process().unwrap()];
+        assert_eq!(calls, per_call, "queue {queue}: packets per process call");
+        assert_eq!(
+            sink.recv_until_quiet(Duration::from_millis(300), 10).len(),
+            8
+        );
+    }
+}
