@@ -29,24 +29,6 @@ fn seq_of(data: &[u8]) -> Option<u64> {
         .ok()
 }
 
-/// Queue `queue` gets every UDP datagram to `port` in OUTPUT.
-fn queue_port(ns: &Netns, port: u16, queue: u16) {
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-o",
-        "lo",
-        "-p",
-        "udp",
-        "--dport",
-        &port.to_string(),
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &queue.to_string(),
-    ]);
-}
-
 /// A sink with a large receive buffer, read on its own thread until `quiet`.
 fn spawn_sink(sink: UdpSink, quiet: Duration) -> thread::JoinHandle<BTreeSet<u64>> {
     set_socket_buffer(sink.socket(), Buffer::Receive, 32 << 20);
@@ -171,7 +153,7 @@ fn threaded_pipeline_accounts_for_every_packet() {
     const N: u64 = 100_000;
     let sink = UdpSink::bind("127.0.0.1:0");
     let to = sink.addr();
-    queue_port(&ns, to.port(), 3);
+    ns.queue_udp_port(to.port(), 3);
     for mark in ["1", "2", "3"] {
         ns.iptables(&[
             "-A",
@@ -280,7 +262,7 @@ fn queued(ns: &Netns, queue: u16) -> u32 {
 fn batch_flushes_by_count_and_explicitly() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_port(&ns, sink.port(), 4);
+    ns.queue_udp_port(sink.port(), 4);
     let held = Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
     let _queue = hold_all(&handle, 4, QueueConfig::new(), &held);
@@ -322,7 +304,7 @@ fn batch_flushes_by_count_and_explicitly() {
 fn range_verdict_decides_every_packet_up_to_its_id() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_port(&ns, sink.port(), 5);
+    ns.queue_udp_port(sink.port(), 5);
     let held = Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
     let _queue = hold_all(&handle, 5, QueueConfig::new(), &held);
@@ -383,7 +365,7 @@ fn range_verdict_decides_every_packet_up_to_its_id() {
 fn late_verdict_after_close_is_an_error() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_port(&ns, sink.port(), 6);
+    ns.queue_udp_port(sink.port(), 6);
     let held = Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
     let queue = hold_all(&handle, 6, QueueConfig::new(), &held);
@@ -413,7 +395,7 @@ fn deferred_packet_dropped_without_verdict_gets_the_fallback() {
     let Some(ns) = support::enter!() else { return };
     for (queue, fallback, arrives) in [(7u16, None, false), (8, Some(Verdict::accept()), true)] {
         let sink = UdpSink::bind("127.0.0.1:0");
-        queue_port(&ns, sink.port(), queue);
+        ns.queue_udp_port(sink.port(), queue);
         let held = Mutex::new(Vec::new());
         let handle = Handle::open().unwrap();
         let config = match fallback {
@@ -440,7 +422,7 @@ fn automatic_range_verdicts_never_cover_deferred_packets() {
     const N: u64 = 3000;
     let sink = UdpSink::bind("127.0.0.1:0");
     let to = sink.addr();
-    queue_port(&ns, to.port(), 9);
+    ns.queue_udp_port(to.port(), 9);
     let sink = spawn_sink(sink, Duration::from_millis(800));
     // Every 7th packet is deferred to a worker that drops it a little later; the rest are
     // decided at once: seq % 3 == 0 dropped, others accepted, which makes runs of both. Were a
@@ -500,7 +482,7 @@ fn shutdown_ends_run_until_and_leaves_no_dispatched_packet_undecided() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
     let to = sink.addr();
-    queue_port(&ns, to.port(), 10);
+    ns.queue_udp_port(to.port(), 10);
     let shutdown = libnfq::Shutdown::new().unwrap();
     let seen = AtomicU64::new(0);
     let handle = Handle::open().unwrap();
@@ -545,7 +527,7 @@ fn batching_and_range_verdicts_keep_packet_order() {
     const N: u64 = 500;
     let sink = UdpSink::bind("127.0.0.1:0");
     let to = sink.addr();
-    queue_port(&ns, to.port(), 11);
+    ns.queue_udp_port(to.port(), 11);
     set_socket_buffer(sink.socket(), Buffer::Receive, 8 << 20);
     let seen = AtomicU64::new(0);
     let handle = Handle::open().unwrap();
@@ -664,7 +646,7 @@ fn batches_are_kept_to_half_the_shortest_queue() {
         (14, QueueConfig::new(), [8, 0]),
     ] {
         let sink = UdpSink::bind("127.0.0.1:0");
-        queue_port(&ns, sink.port(), queue);
+        ns.queue_udp_port(sink.port(), queue);
         let handle = Handle::open().unwrap();
         let _queue = handle.queue(queue, config, |_| Verdict::accept()).unwrap();
         let sock = sender();

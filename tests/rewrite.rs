@@ -10,12 +10,11 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use libnfq::pkt::{IpPacket, PacketBuf, PktError, TcpFlags, IPPROTO_UDP};
 use libnfq::{CopyMode, Handle, Packet, QueueConfig, Verdict};
-use support::{udp_send, Netns, TcpEcho, UdpSink};
+use support::{udp_send, Log, Netns, TcpEcho, UdpSink};
 
 /// How long to wait for something that must happen.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -23,21 +22,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(300);
 /// Receive timeout of the handle while driving it.
 const POLL: Duration = Duration::from_millis(50);
-
-/// What callbacks record, read after the traffic.
-struct Log<T>(Mutex<Vec<T>>);
-
-impl<T: Clone> Log<T> {
-    fn new() -> Self {
-        Log(Mutex::new(Vec::new()))
-    }
-    fn push(&self, item: T) {
-        self.0.lock().unwrap().push(item);
-    }
-    fn items(&self) -> Vec<T> {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 fn loopback(v6: bool) -> &'static str {
     if v6 {

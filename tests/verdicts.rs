@@ -11,13 +11,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use libnfq::{
     Action, CopyMode, Error, Handle, Hook, Packet, QueueConfig, Verdict, MAX_PAYLOAD_LEN,
 };
-use support::{udp_send, Netns, UdpSink};
+use support::{udp_send, Log, Netns, UdpSink};
 
 /// How long to wait for something that must happen.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -182,21 +181,6 @@ fn with_wrong_udp_checksum(mut packet: Vec<u8>) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Driving a handle, sending and receiving.
 // ---------------------------------------------------------------------------------------------
-
-/// What callbacks record, readable while the handle (which borrows it) is alive.
-struct Log<T>(Mutex<Vec<T>>);
-
-impl<T: Clone> Log<T> {
-    fn new() -> Self {
-        Log(Mutex::new(Vec::new()))
-    }
-    fn push(&self, item: T) {
-        self.0.lock().unwrap().push(item);
-    }
-    fn items(&self) -> Vec<T> {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 /// Runs `traffic` on a scoped thread (in the test's namespace) while driving `handle` on this
 /// thread, until `done(dispatched, errors)` holds or [`DEADLINE`] passed; then keeps receiving

@@ -539,3 +539,18 @@ impl Netns {
             .find(|q| q.queue_num == queue_num)
     }
 }
+
+/// What callbacks record, readable while the handle (which borrows it) is alive.
+pub struct Log<T>(std::sync::Mutex<Vec<T>>);
+
+impl<T: Clone> Log<T> {
+    pub fn new() -> Self {
+        Log(std::sync::Mutex::new(Vec::new()))
+    }
+    pub fn push(&self, item: T) {
+        self.0.lock().unwrap().push(item);
+    }
+    pub fn items(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+}
