@@ -171,8 +171,13 @@ impl<'cb> Handle<'cb> {
     #[doc(alias = "nfq_open")]
     #[doc(alias = "mnl_socket_open")]
     pub fn open() -> Result<Self> {
+        Ok(Handle::with_socket(Socket::open()?))
+    }
+
+    /// A handle around an open, bound netlink socket (see [`Handle::open`]).
+    pub(crate) fn with_socket(sock: Socket) -> Self {
         let handle = Handle {
-            owner: Owner(Arc::new(Shared::new(Socket::open()?))),
+            owner: Owner(Arc::new(Shared::new(sock))),
             recv: RefCell::new(AlignedBuf::with_capacity(DEFAULT_BUFFER_SIZE)),
             send: RefCell::new(AlignedBuf::with_capacity(SEND_BUFFER_SIZE)),
             backlog: RefCell::new(VecDeque::new()),
@@ -188,7 +193,7 @@ impl<'cb> Handle<'cb> {
         // Best effort: without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`, and
         // binding (which needs the capability) fails later with a clear error anyway.
         let _ = handle.set_recv_buffer_size(DEFAULT_RECV_BUFFER);
-        Ok(handle)
+        handle
     }
 
     /// The open socket. Only the handle closes it (when dropped), so from `&self` it is open.
