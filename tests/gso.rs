@@ -39,10 +39,13 @@ fn send_gso(to: SocketAddr) {
     assert_eq!(sock.send_to(&data, to).expect("send GSO"), data.len());
 }
 
-/// What the callback saw of each packet: (payload length, GSO flag, what a rewrite returned).
-type Seen = Mutex<Vec<(usize, bool, Result<(), PktError>)>>;
+/// What the callback saw of a packet: payload length, GSO flag, what a rewrite returned.
+type Sight = (usize, bool, Result<(), PktError>);
+type Seen = Mutex<Vec<Sight>>;
 
-fn run(gso: bool) -> (Vec<(usize, bool, Result<(), PktError>)>, Vec<Vec<u8>>) {
+/// Sends one UDP GSO send through a queue (with or without `QueueFlags::GSO`) whose callback
+/// tries to rewrite each packet: what it saw, and what the receiver got.
+fn run(gso: bool) -> (Vec<Sight>, Vec<Vec<u8>>) {
     let Some(ns) = support::enter!() else {
         return (Vec::new(), Vec::new());
     };
