@@ -210,7 +210,10 @@ impl<'a> Packet<'a> {
     #[doc(alias = "nfq_get_timestamp")]
     pub fn timestamp(&self) -> Option<SystemTime> {
         let (sec, usec) = netlink::timestamp(self.attr(sys::NFQA_TIMESTAMP)?)?;
-        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(sec) + Duration::from_micros(usec))
+        // Checked: a malformed attribute may hold any value (`Duration + Duration` panics on
+        // overflow).
+        let since_epoch = Duration::from_secs(sec).checked_add(Duration::from_micros(usec))?;
+        SystemTime::UNIX_EPOCH.checked_add(since_epoch)
     }
 
     /// The packet bytes from the network header on, as far as the copy range allows; empty in
@@ -298,5 +301,33 @@ impl fmt::Debug for Packet<'_> {
             .field("payload_len", &self.payload().len())
             .field("original_len", &self.original_len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timestamp(attr: &[u8]) -> Option<SystemTime> {
+        let mut attrs = [None; NFQA_COUNT];
+        attrs[sys::NFQA_TIMESTAMP as usize] = Some(attr);
+        Packet::new(0, attrs).timestamp()
+    }
+
+    /// Found by the `dispatch` fuzz target (fuzz/corpus/dispatch/extreme-values): seconds near
+    /// `u64::MAX` plus microseconds overflowed the `Duration` addition and panicked.
+    #[test]
+    fn a_malformed_timestamp_is_none_not_a_panic() {
+        assert_eq!(with_timestamp(&[0xff; 16]), None);
+        let mut max_secs = [0xff; 16];
+        max_secs[8..].fill(0);
+        assert_eq!(with_timestamp(&max_secs), None);
+        let mut stamp = [0u8; 16];
+        stamp[..8].copy_from_slice(&1_700_000_000u64.to_be_bytes());
+        stamp[8..].copy_from_slice(&250_000u64.to_be_bytes());
+        assert_eq!(
+            with_timestamp(&stamp),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_250_000))
+        );
     }
 }

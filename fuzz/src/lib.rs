@@ -6,6 +6,7 @@
 //! as zeros), and the seed generator encodes with [`input::Output`], its mirror image.
 
 pub mod checksum;
+pub mod dispatch;
 pub mod edits;
 pub mod input;
 pub mod packets;

@@ -4,6 +4,7 @@
 
 use libnfq::pkt::Family;
 
+use crate::dispatch::{Attr, Chunk};
 use crate::edits::{self, Create, Op};
 use crate::packets::{catalogue, named};
 
@@ -16,7 +17,315 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, input) in packetbuf_edits() {
         seeds.push(("packetbuf_edits", name.to_string(), input));
     }
+    for (name, input) in dispatch() {
+        seeds.push(("dispatch", name.to_string(), input));
+    }
     seeds
+}
+
+/// `NFQA_*` attribute types.
+mod nfqa {
+    pub const MARK: u8 = 3;
+    pub const TIMESTAMP: u8 = 4;
+    pub const INDEV: u8 = 5;
+    pub const OUTDEV: u8 = 6;
+    pub const PHYSINDEV: u8 = 7;
+    pub const PHYSOUTDEV: u8 = 8;
+    pub const HWADDR: u8 = 9;
+    pub const PAYLOAD: u8 = 10;
+    pub const CT: u8 = 11;
+    pub const CT_INFO: u8 = 12;
+    pub const CAP_LEN: u8 = 13;
+    pub const SKB_INFO: u8 = 14;
+    pub const UID: u8 = 16;
+    pub const GID: u8 = 17;
+    pub const SECCTX: u8 = 18;
+}
+
+fn attr(kind: u8, payload: &[u8]) -> Attr {
+    Attr {
+        kind,
+        payload: payload.to_vec(),
+        flags: 0,
+    }
+}
+
+fn be32(v: u32) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+/// A packet message as the kernel sends one for a locally generated packet: payload and
+/// outgoing interface (queue index into `dispatch::QUEUES`).
+fn packet(queue: u8, id: u32, payload: &[u8], extra: Vec<Attr>) -> Chunk {
+    let mut attrs = vec![attr(nfqa::OUTDEV, &be32(1)), attr(nfqa::PAYLOAD, payload)];
+    attrs.extend(extra);
+    Chunk::Packet {
+        queue,
+        id,
+        hw_protocol: if payload.first().is_some_and(|b| b >> 4 == 6) {
+            0x86dd
+        } else {
+            0x0800
+        },
+        hook: 3,
+        no_header: false,
+        cut: 0,
+        attrs,
+    }
+}
+
+/// An error answer to a verdict for packet `id` of queue `queue` (header echoed).
+fn verdict_error(errno: i32, queue: u16, id: u32) -> Chunk {
+    let mut echo = Vec::new();
+    echo.extend_from_slice(&32u32.to_ne_bytes());
+    echo.extend_from_slice(&((3u16 << 8) | 1).to_ne_bytes()); // NFQNL_MSG_VERDICT
+    echo.extend_from_slice(&[0; 10]);
+    echo.extend_from_slice(&[0, 0]);
+    echo.extend_from_slice(&queue.to_be_bytes());
+    echo.extend_from_slice(&12u16.to_ne_bytes());
+    echo.extend_from_slice(&2u16.to_ne_bytes()); // NFQA_VERDICT_HDR
+    echo.extend_from_slice(&1u32.to_be_bytes());
+    echo.extend_from_slice(&id.to_be_bytes());
+    Chunk::Error {
+        code: -errno,
+        seq: 0,
+        echo,
+    }
+}
+
+fn dispatch() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::dispatch::encode;
+    let udp = named("v4-udp");
+    let tcp = named("v4-tcp");
+    let v6 = named("v6-udp");
+    // (id >> 4) % 8 chooses a plain callback's verdict, id % 4 a deferrable one's action.
+    let verdict_ids = |base: u32| (0..8u32).map(move |k| base + (k << 4));
+    vec![
+        (
+            "every-queue",
+            encode(
+                0,
+                &[
+                    packet(0, 1, &udp, vec![attr(nfqa::MARK, &be32(7))]),
+                    packet(1, 1, &tcp, vec![]),
+                    packet(2, 1, &v6, vec![]),
+                    packet(3, 1, &[], vec![]),
+                    packet(4, 1, &udp, vec![]),
+                    Chunk::End,
+                    Chunk::Settle(0),
+                ],
+            ),
+        ),
+        (
+            "plain-verdicts",
+            encode(
+                0,
+                &verdict_ids(0x1000)
+                    .map(|id| packet(0, id, &udp, vec![]))
+                    .chain(verdict_ids(0x2001).map(|id| packet(2, id, &tcp, vec![])))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "deferred-settled",
+            encode(
+                0,
+                &[
+                    packet(1, 1, &udp, vec![]),
+                    packet(1, 2, &udp, vec![]),
+                    packet(3, 3, &udp, vec![]),
+                    packet(1, 4, &udp, vec![]),
+                    Chunk::End,
+                    Chunk::Settle(0b0110_0100),
+                    packet(1, 5, &tcp, vec![]),
+                    packet(1, 6, &tcp, vec![]),
+                    Chunk::End,
+                    Chunk::Settle(0b1110_0100),
+                ],
+            ),
+        ),
+        (
+            "payload-refusals",
+            encode(
+                0,
+                &[
+                    // Replacement payloads: whole, cut short of the headers, for a truncated copy.
+                    packet(0, 0x160, &udp, vec![]),
+                    packet(0, 0x1160, &udp, vec![]),
+                    packet(
+                        0,
+                        0x170,
+                        &udp[..20],
+                        vec![attr(nfqa::CAP_LEN, &be32(udp.len() as u32))],
+                    ),
+                    // A connection mark with and without CONNTRACK.
+                    packet(0, 0x50, &udp, vec![]),
+                    packet(2, 0x50, &udp, vec![attr(nfqa::CT, &[0; 8])]),
+                ],
+            ),
+        ),
+        (
+            "error-answers",
+            encode(
+                0,
+                &[
+                    verdict_error(2, 0, 9),
+                    verdict_error(19, 1, 3),
+                    Chunk::Error {
+                        code: 0,
+                        seq: 0,
+                        echo: vec![],
+                    },
+                    Chunk::Error {
+                        code: -1,
+                        seq: 77,
+                        echo: vec![0; 8],
+                    },
+                    packet(0, 1, &udp, vec![]),
+                ],
+            ),
+        ),
+        (
+            "malformed",
+            encode(
+                2,
+                &[
+                    Chunk::Packet {
+                        queue: 0,
+                        id: 1,
+                        hw_protocol: 0x0800,
+                        hook: 1,
+                        no_header: true,
+                        cut: 0,
+                        attrs: vec![attr(nfqa::PAYLOAD, &udp)],
+                    },
+                    Chunk::Packet {
+                        queue: 1,
+                        id: 2,
+                        hw_protocol: 0x0800,
+                        hook: 1,
+                        no_header: false,
+                        cut: 30,
+                        attrs: vec![attr(nfqa::PAYLOAD, &udp)],
+                    },
+                    Chunk::Packet {
+                        queue: 0,
+                        id: 3,
+                        hw_protocol: 0x0800,
+                        hook: 1,
+                        no_header: false,
+                        cut: 0,
+                        attrs: vec![
+                            Attr {
+                                kind: nfqa::MARK,
+                                payload: be32(1),
+                                flags: 1,
+                            },
+                            Attr {
+                                kind: nfqa::PAYLOAD,
+                                payload: udp.clone(),
+                                flags: 8,
+                            },
+                            Attr {
+                                kind: nfqa::UID,
+                                payload: be32(0),
+                                flags: 2,
+                            },
+                        ],
+                    },
+                    Chunk::Error {
+                        code: -2,
+                        seq: 0,
+                        echo: vec![],
+                    },
+                    packet(0, 4, &udp, vec![]),
+                ],
+            ),
+        ),
+        (
+            "every-attribute",
+            encode(
+                0,
+                &[packet(
+                    0,
+                    42,
+                    &tcp,
+                    vec![
+                        attr(
+                            nfqa::TIMESTAMP,
+                            &[0, 0, 0, 0, 0x65, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0],
+                        ),
+                        attr(nfqa::INDEV, &be32(2)),
+                        attr(nfqa::PHYSINDEV, &be32(3)),
+                        attr(nfqa::PHYSOUTDEV, &be32(4)),
+                        attr(nfqa::HWADDR, &[0, 6, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0]),
+                        attr(nfqa::CT, &[0; 16]),
+                        attr(nfqa::CT_INFO, &be32(2)),
+                        attr(nfqa::CAP_LEN, &be32(tcp.len() as u32)),
+                        attr(nfqa::SKB_INFO, &be32(3)),
+                        attr(nfqa::UID, &be32(1000)),
+                        attr(nfqa::GID, &be32(1000)),
+                        attr(nfqa::SECCTX, b"system_u:object_r:unlabeled_t:s0\0"),
+                    ],
+                )],
+            ),
+        ),
+        (
+            "extreme-values",
+            encode(
+                0,
+                &[
+                    packet(
+                        0,
+                        u32::MAX,
+                        &udp,
+                        vec![
+                            attr(nfqa::TIMESTAMP, &[0xff; 16]),
+                            attr(nfqa::HWADDR, &[0xff, 0xff, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+                            attr(nfqa::CAP_LEN, &be32(u32::MAX)),
+                        ],
+                    ),
+                    packet(1, 0, &[], vec![attr(nfqa::TIMESTAMP, &[0x7f; 16])]),
+                ],
+            ),
+        ),
+        (
+            "garbage-ends-the-walk",
+            encode(
+                0,
+                &[
+                    packet(0, 1, &udp, vec![]),
+                    Chunk::Raw(vec![
+                        0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    ]),
+                    packet(0, 2, &udp, vec![]),
+                ],
+            ),
+        ),
+        (
+            "no-batching",
+            encode(
+                1,
+                &[
+                    packet(0, 1, &udp, vec![]),
+                    packet(0, 2, &udp, vec![]),
+                    packet(1, 3, &udp, vec![]),
+                    packet(0, 0x13, &udp, vec![]),
+                    Chunk::End,
+                    Chunk::Settle(0xff),
+                ],
+            ),
+        ),
+        (
+            "no-range-verdicts",
+            encode(
+                4,
+                &(1..=12)
+                    .map(|id| packet((id % 2) as u8, id, &v6, vec![]))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ]
 }
 
 fn packetbuf_edits() -> Vec<(&'static str, Vec<u8>)> {

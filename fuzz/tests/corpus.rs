@@ -45,6 +45,7 @@ fn every_corpus_file_passes_its_target() {
         match target.as_str() {
             "pkt_views" => libnfq_fuzz::views::run(input),
             "packetbuf_edits" => libnfq_fuzz::edits::run(input),
+            "dispatch" => libnfq_fuzz::dispatch::run(input),
             other => panic!("corpus for an unknown target {other}"),
         }
     }
@@ -95,5 +96,44 @@ fn edit_seeds_are_accepted_and_refused_as_designed() {
             .unwrap()
             .2;
         assert_eq!(libnfq_fuzz::edits::run_counted(input), *counts, "{name}");
+    }
+}
+
+/// The dispatch seeds reach what they are meant for: packets shown, deferred, errors returned.
+#[test]
+fn dispatch_seeds_show_defer_and_report_as_designed() {
+    use libnfq_fuzz::dispatch::{run_counted, Stats};
+    let expected: &[(&str, (usize, usize, usize))] = &[
+        // Queues 1 and 3 defer id 1.
+        ("every-queue", (4, 2, 0)),
+        // Refused: a connection mark without CONNTRACK, payloads shorter than the headers.
+        ("plain-verdicts", (16, 0, 5)),
+        ("deferred-settled", (6, 5, 0)),
+        // Refused: a payload for a truncated copy, a connection mark without CONNTRACK.
+        ("payload-refusals", (5, 0, 2)),
+        // Two error answers with sequence 0; an acknowledgement; an answer to a request.
+        ("error-answers", (1, 0, 2)),
+        // Two packet messages without a usable header, an error answer.
+        ("malformed", (2, 0, 3)),
+        ("every-attribute", (1, 0, 0)),
+        // A payload for a copy truncated at u32::MAX bytes is refused.
+        ("extreme-values", (2, 0, 1)),
+        ("garbage-ends-the-walk", (1, 0, 0)),
+        ("no-batching", (4, 1, 0)),
+        ("no-range-verdicts", (12, 6, 0)),
+    ];
+    let seeds = libnfq_fuzz::seeds::all();
+    for (name, (shown, deferred, errors)) in expected {
+        let input = &seeds
+            .iter()
+            .find(|(t, n, _)| *t == "dispatch" && n == name)
+            .unwrap()
+            .2;
+        let want = Stats {
+            shown: *shown,
+            deferred: *deferred,
+            errors: *errors,
+        };
+        assert_eq!(run_counted(input), want, "{name}");
     }
 }
