@@ -8,8 +8,9 @@
 #   NFQ_FUZZ_TIME=600 scripts/fuzz.sh   # longer
 #
 # New inputs found go to a scratch directory, not into the committed corpus (fuzz/README.md
-# says how to add one). Before fuzzing, the corpus replay test checks that the committed seeds
-# are what fuzz/examples/seeds.rs generates and that every corpus file passes.
+# says how to add one). Before fuzzing: rustfmt and clippy on the fuzz crate (not part of the
+# root workspace), and its corpus test, which checks that the committed seeds are what
+# fuzz/examples/seeds.rs generates and that every corpus file passes its target.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,9 @@ if ! cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
-echo "== fuzz corpus replay (stable)"
+echo "== fuzz crate: fmt, clippy, corpus test (stable)"
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 cargo test --manifest-path fuzz/Cargo.toml --locked
 
 echo "== cargo fuzz build"

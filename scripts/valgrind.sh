@@ -35,7 +35,7 @@ for t in $TARGETS; do
     esac
 done
 # shellcheck disable=SC2086 # word splitting of $args is intended
-built=$(cargo test --no-run --features tokio $args 2>&1) || {
+built=$(cargo test --no-run --features tokio,fuzzing $args 2>&1) || {
     printf '%s\n' "$built" >&2
     exit 1
 }

@@ -100,7 +100,7 @@ impl Attr {
         body.extend_from_slice(&kind.to_ne_bytes());
         body.extend_from_slice(&self.payload);
         if self.flags & 8 == 0 {
-            while body.len() % 4 != 0 {
+            while !body.len().is_multiple_of(4) {
                 body.push(0);
             }
         }
@@ -221,7 +221,7 @@ impl Chunk {
                 msg.extend_from_slice(&num.to_be_bytes());
                 msg.extend_from_slice(&body);
                 msg.truncate(len.max(NLMSG_HDRLEN));
-                while msg.len() % 4 != 0 {
+                while !msg.len().is_multiple_of(4) {
                     msg.push(0);
                 }
                 datagram.extend_from_slice(&msg);
@@ -235,7 +235,7 @@ impl Chunk {
                 datagram.extend_from_slice(&[0; 4]);
                 datagram.extend_from_slice(&code.to_ne_bytes());
                 datagram.extend_from_slice(echo);
-                while datagram.len() % 4 != 0 {
+                while !datagram.len().is_multiple_of(4) {
                     datagram.push(0);
                 }
             }
