@@ -32,7 +32,7 @@ export RUSTFLAGS="${RUSTFLAGS:-} -Zsanitizer=address"
 # namespace both have); a definite leak fails the binary's exit status.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}"
 # ASan is 2-3 times slower than a debug build: a shorter soak.
-export NFQ_SOAK_PACKETS="${NFQ_SOAK_PACKETS:-50000}"
+export NFQ_SOAK_PACKETS="${NFQ_SOAK_PACKETS:-200000}"
 
 args=""
 for t in $TARGETS; do
