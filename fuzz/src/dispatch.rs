@@ -14,6 +14,8 @@
 //! - the counters agree: `packets` counts every packet message, `dispatched` those shown,
 //!   `fallback_unknown_queue` those of other queues, `malformed` the malformed messages;
 //! - the errors returned are the malformed messages, the error answers, and refused verdicts;
+//! - from inside a callback, `dispatch_for_fuzzing` and `try_process` fail with
+//!   `Error::Reentrant` and change nothing;
 //! - nothing reaches the kernel: no verdict is counted as sent, every deferred packet's
 //!   verdict is refused as stale (`Error::StaleBinding`), and the socket receives no answer
 //!   (a verdict for a queue this socket has not bound would be answered with an error).
@@ -405,10 +407,28 @@ fn verdict_for(p: &Packet<'_>, seen: &mut Seen) -> Verdict {
     }
 }
 
+/// From inside a callback (packets with the hook's high bit set): the handle refuses to
+/// dispatch or receive again, and touches nothing (the model checks after the pass see to it).
+fn reenter(datagram: &[u8]) {
+    FIXTURE.with(|f| {
+        match f.handle.dispatch_for_fuzzing(datagram) {
+            Err(Error::Reentrant) => {}
+            other => panic!("dispatch_for_fuzzing inside a callback: {other:?}"),
+        }
+        match f.handle.try_process() {
+            Err(Error::Reentrant) => {}
+            other => panic!("try_process inside a callback: {other:?}"),
+        }
+    });
+}
+
 fn plain(seen: &Arc<Mutex<Seen>>) -> impl FnMut(&Packet<'_>) -> Verdict + Send + 'static {
     let seen = Arc::clone(seen);
     move |p| {
         black_box(read_everything(p));
+        if p.hook().raw() & 0x80 != 0 {
+            reenter(p.payload());
+        }
         let mut seen = seen.lock().unwrap();
         seen.shown.push((p.queue_num(), p.id()));
         verdict_for(p, &mut seen)

@@ -303,6 +303,25 @@ fn dispatch() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "reentrant",
+            encode(
+                0,
+                &[
+                    packet(0, 1, &udp, vec![]),
+                    Chunk::Packet {
+                        queue: 0,
+                        id: 2,
+                        hw_protocol: 0x0800,
+                        hook: 0x81,
+                        no_header: false,
+                        cut: 0,
+                        attrs: vec![attr(nfqa::PAYLOAD, &udp)],
+                    },
+                    packet(1, 3, &udp, vec![]),
+                ],
+            ),
+        ),
+        (
             "no-batching",
             encode(
                 1,

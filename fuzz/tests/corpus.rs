@@ -119,6 +119,7 @@ fn dispatch_seeds_show_defer_and_report_as_designed() {
         // A payload for a copy truncated at u32::MAX bytes is refused.
         ("extreme-values", (2, 0, 1)),
         ("garbage-ends-the-walk", (1, 0, 0)),
+        ("reentrant", (3, 1, 0)),
         ("no-batching", (4, 1, 0)),
         ("no-range-verdicts", (12, 6, 0)),
     ];
