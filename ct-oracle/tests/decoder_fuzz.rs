@@ -1,5 +1,6 @@
 //! The decoder on many seeded random inputs: no panic, every slice inside the input
-//! (`ct_oracle::fuzz::exercise`). Reproducible: the seed is fixed.
+//! (`ct_oracle::fuzz::exercise`). Reproducible: the seed is fixed; `NFQ_FUZZ_ITERATIONS` sets the
+//! number of inputs (200,000 by default).
 
 use std::time::Instant;
 
@@ -10,7 +11,10 @@ use ct_oracle::vectors;
 fn decoder_survives_random_inputs() {
     let kernel: Vec<Vec<u8>> = vectors::all().iter().map(|s| s.build()).collect();
     let mut rng = Rng::new(0xc0de_c0de_0000_0012);
-    let n = 200_000;
+    let n: usize = std::env::var("NFQ_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let started = Instant::now();
     let mut bytes_total = 0usize;
     for i in 0..n {
