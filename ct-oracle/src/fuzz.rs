@@ -3,12 +3,15 @@
 //! [`exercise`] is what a cargo-fuzz target calls on each input
 //! (`fuzz_target!(|data: &[u8]| ct_oracle::fuzz::exercise(data))`): it decodes the bytes with
 //! every accessor of [`libnfq::conntrack`] and panics if any returned slice lies outside them
-//! (a panic inside the decoder itself fails the same way). [`Rng`], [`mutate`] and
-//! [`random_layout`] make seeded, reproducible inputs for the in-tree randomized tests.
+//! (a panic inside the decoder itself fails the same way). [`differential`] is the body of a
+//! slower, differential target: it also runs the oracle (one child process per input) and
+//! panics when the oracle accepts the bytes and decodes them differently. [`Rng`], [`mutate`]
+//! and [`random_layout`] make seeded, reproducible inputs for the in-tree randomized tests.
 
 use libnfq::conntrack::{uapi::*, Attrs, Conntrack, CtInfo, Tuple};
 
 use crate::vectors::attr;
+use crate::{compare, parse, Oracle, AF_INET};
 
 /// A small seeded generator (SplitMix64): reproducible, no dependency.
 #[derive(Clone, Debug)]
@@ -213,5 +216,18 @@ pub fn exercise(data: &[u8]) {
     }
     if data.len() % 8 == 0 {
         let _ = format!("{ct:?}");
+    }
+}
+
+/// [`exercise`], then the oracle on the same bytes: panics when libnetfilter_conntrack accepts
+/// them and libnfq decodes a field differently. The body of a differential fuzz target.
+pub fn differential(data: &[u8]) {
+    exercise(data);
+    if let Oracle::Accepted(oracle) = parse(data, AF_INET) {
+        let diffs = compare::against_oracle(&Conntrack::parse(data), &oracle);
+        assert!(
+            diffs.is_empty(),
+            "libnfq and libnetfilter_conntrack disagree: {diffs:#?}"
+        );
     }
 }

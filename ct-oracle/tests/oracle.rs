@@ -1,7 +1,7 @@
 //! libnfq's conntrack decoder against libnetfilter_conntrack's parser (`nfct_payload_parse`),
 //! on kernel-shaped `NFQA_CT` layouts and on seeded mutations of them.
 
-use ct_oracle::fuzz::{mutate, random_layout, Rng};
+use ct_oracle::fuzz::{differential as differential_body, mutate, random_layout, Rng};
 use ct_oracle::{compare, parse, vectors, Oracle, AF_INET};
 use libnfq::conntrack::Conntrack;
 
@@ -128,4 +128,14 @@ fn the_comparison_sees_one_changed_value() {
     // And a whole other entry differs in many fields.
     let other = vectors::all()[1].build();
     assert!(compare::against_oracle(&Conntrack::parse(&other), &oracle).len() > 3);
+}
+
+#[test]
+fn the_differential_fuzz_body_runs_on_kernel_layouts_and_prefixes() {
+    for spec in vectors::all() {
+        let bytes = spec.build();
+        for end in (0..=bytes.len()).step_by(7) {
+            differential_body(&bytes[..end]);
+        }
+    }
 }
