@@ -1,5 +1,6 @@
 //! Queue configuration: plain, validated values.
 
+use crate::owned::DeferCopy;
 use crate::verdict::Verdict;
 
 /// The largest copy range and replacement payload the kernel accepts: a netlink attribute's
@@ -96,6 +97,7 @@ pub struct QueueConfig {
     pub(crate) max_len: Option<u32>,
     pub(crate) flags: QueueFlags,
     pub(crate) fallback: Verdict,
+    pub(crate) defer_copy: DeferCopy,
 }
 
 impl Default for QueueConfig {
@@ -113,6 +115,7 @@ impl QueueConfig {
             max_len: None,
             flags: QueueFlags::empty(),
             fallback: Verdict::drop(),
+            defer_copy: DeferCopy::All,
         }
     }
 
@@ -152,6 +155,16 @@ impl QueueConfig {
         self
     }
 
+    /// Sets what [`Pending::defer`](crate::Pending::defer) copies into a
+    /// [`DeferredPacket`](crate::DeferredPacket) (default [`DeferCopy::All`]); with the tokio
+    /// `AsyncHandle`, what every packet it returns holds. [`DeferCopy::Metadata`] spares
+    /// consumers that decide on metadata the payload copy; unlike [`CopyMode::Meta`] the kernel
+    /// still sends the payload, so a callback can read it before deferring.
+    pub fn defer_copy(mut self, copy: DeferCopy) -> Self {
+        self.defer_copy = copy;
+        self
+    }
+
     /// The copy mode.
     pub fn get_copy_mode(&self) -> CopyMode {
         self.copy_mode
@@ -167,5 +180,9 @@ impl QueueConfig {
     /// The fallback verdict.
     pub fn get_fallback(&self) -> &Verdict {
         &self.fallback
+    }
+    /// What a deferred packet copies.
+    pub fn get_defer_copy(&self) -> DeferCopy {
+        self.defer_copy
     }
 }

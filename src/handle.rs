@@ -303,6 +303,7 @@ impl<'cb> Handle<'cb> {
             state: QueueState::new(
                 config.fallback,
                 config.flags.contains(QueueFlags::CONNTRACK),
+                config.defer_copy,
             ),
             run: None,
             max_len: config.max_len,

@@ -66,11 +66,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod attrs;
 mod config;
 mod deferred;
 mod error;
 mod handle;
 mod netlink;
+mod owned;
 mod packet;
 pub mod pkt;
 mod queue;
@@ -82,10 +84,12 @@ mod stop;
 pub mod tokio;
 mod verdict;
 
+pub use attrs::{nfqa, Family, Vlan};
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};
 pub use deferred::{DeferredPacket, Handled, Pending, VerdictBatch, VerdictSender};
 pub use error::{Error, Result};
 pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER};
+pub use owned::DeferCopy;
 pub use packet::{Hook, Packet, SkbInfo};
 pub use queue::Queue;
 pub use stats::QueueStats;
