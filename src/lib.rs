@@ -72,6 +72,7 @@ mod deferred;
 mod error;
 mod handle;
 mod netlink;
+mod netns;
 mod owned;
 mod packet;
 pub mod pkt;
