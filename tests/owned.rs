@@ -107,6 +107,7 @@ fn view_of_deferred(d: &DeferredPacket) -> View {
 struct Borrowed {
     view: View,
     payload: Vec<u8>,
+    raw_payload: Option<Vec<u8>>,
     original_len: u32,
     truncated: bool,
 }
@@ -116,11 +117,16 @@ fn check(d: &DeferredPacket, seen: &Borrowed, copy: DeferCopy) {
     assert_eq!(view_of_deferred(d), seen.view, "{copy:?}");
     assert_eq!(view_of_packet(&d.packet()), seen.view, "{copy:?}");
     let full = seen.payload.as_slice();
-    let (kept, raw_payload) = match copy {
-        DeferCopy::All => (full, Some(full)),
-        DeferCopy::Metadata => (&full[..0], None),
-        DeferCopy::Prefix(n) => (&full[..n.min(full.len())], Some(&full[..n.min(full.len())])),
+    let kept = match copy {
+        DeferCopy::All => full,
+        DeferCopy::Metadata => &full[..0],
+        DeferCopy::Prefix(n) => &full[..n.min(full.len())],
         _ => unreachable!(),
+    };
+    // The payload attribute is there as far as it was copied (absent when it was not sent).
+    let raw_payload = match copy {
+        DeferCopy::Metadata => None,
+        _ => seen.raw_payload.as_ref().map(|_| kept),
     };
     assert_eq!(d.payload(), kept, "{copy:?}");
     assert_eq!(d.packet().payload(), kept, "{copy:?}");
@@ -191,6 +197,7 @@ fn deferred_packets_have_the_full_view() {
                 seen.lock().unwrap().push(Borrowed {
                     view: view_of_packet(&pending),
                     payload: pending.payload().to_vec(),
+                    raw_payload: pending.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
                     original_len: pending.original_len(),
                     truncated: pending.is_truncated(),
                 });
@@ -334,6 +341,7 @@ fn owned_copies_keep_every_attribute() {
             seen.lock().unwrap().push(Borrowed {
                 view: view_of_packet(&pending),
                 payload: pending.payload().to_vec(),
+                raw_payload: pending.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
                 original_len: pending.original_len(),
                 truncated: pending.is_truncated(),
             });
@@ -431,4 +439,102 @@ fn async_handle_packets_have_the_full_view() {
         sink_meta.recv_one(DEADLINE).as_deref(),
         Some(&b"metadata only"[..])
     );
+}
+
+/// xorshift64*: a seeded generator for the randomized test below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random attribute sets (known and unknown numbers, any lengths, nested flags, repeats, a
+/// missing final padding) deferred with random `DeferCopy`s: the owned packet always answers
+/// like the borrowed one. (`NFQA_CAP_LEN`, when sent, is never below the payload's length, as
+/// from the kernel.) `NFQ_FUZZ_ITERATIONS` sets the number of datagrams.
+#[test]
+fn owned_view_equals_borrowed_view_on_random_messages() {
+    let Some(_ns) = support::enter!() else { return };
+    let iterations: usize = std::env::var("NFQ_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut rng = Rng(0x5eed_0f_0b1e_c7);
+    let seen: Mutex<Vec<(Borrowed, DeferCopy, DeferredPacket)>> = Mutex::new(Vec::new());
+    let copies: Mutex<Vec<DeferCopy>> = Mutex::new(Vec::new());
+    let handle = Handle::open().unwrap();
+    let _queue = handle
+        .queue_deferrable(QUEUE, QueueConfig::new(), |pending: Pending<'_>| {
+            let borrowed = Borrowed {
+                view: view_of_packet(&pending),
+                payload: pending.payload().to_vec(),
+                raw_payload: pending.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
+                original_len: pending.original_len(),
+                truncated: pending.is_truncated(),
+            };
+            let copy = copies.lock().unwrap().pop().unwrap_or_default();
+            let (d, handled) = pending.defer_copying(copy);
+            seen.lock().unwrap().push((borrowed, copy, d));
+            handled
+        })
+        .unwrap();
+    for i in 0..iterations {
+        let mut attrs = Vec::new();
+        let mut payload_len = None;
+        for _ in 0..rng.below(12) {
+            let kind = match rng.below(4) {
+                0 => rng.below(64) as u16,
+                1 => nfqa::PAYLOAD,
+                _ => rng.below(usize::from(nfqa::MAX) + 1) as u16,
+            };
+            let len = [0, 1, 2, 4, 4, 8, 16, 20, 33, 300][rng.below(10)];
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if kind == nfqa::PAYLOAD {
+                payload_len = Some(len);
+            }
+            let flag = [0u16, 0, 0, 0x8000, 0x4000][rng.below(5)];
+            attrs.push(attr(kind | flag, &bytes));
+        }
+        if rng.below(3) == 0 {
+            let cap = payload_len.unwrap_or(0) + rng.below(2000);
+            attrs.push(attr(nfqa::CAP_LEN, &(cap as u32).to_be_bytes()));
+        }
+        let mut message = packet_message(rng.below(12) as u8, i as u32 + 1, &attrs);
+        if rng.below(4) == 0 {
+            // Leave out the last attribute's padding (nlmsg_len shrinks with it).
+            let pad = (4 - attrs
+                .last()
+                .map_or(0, |a| usize::from(u16::from_ne_bytes([a[0], a[1]])) % 4))
+                % 4;
+            if pad != 0 && !attrs.is_empty() {
+                message.truncate(message.len() - pad);
+                let len = message.len() as u32;
+                message[..4].copy_from_slice(&len.to_ne_bytes());
+            }
+        }
+        let copy = match rng.below(4) {
+            0 => DeferCopy::All,
+            1 => DeferCopy::Metadata,
+            _ => DeferCopy::Prefix(rng.below(40)),
+        };
+        copies.lock().unwrap().push(copy);
+        let mut datagram = message;
+        datagram.resize(datagram.len().div_ceil(4) * 4, 0);
+        let (n, errors) = handle.__dispatch_for_fuzzing(&datagram);
+        assert_eq!((n, errors.len()), (1, 0), "iteration {i}: {errors:?}");
+        let (borrowed, copy, d) = seen.lock().unwrap().pop().unwrap();
+        check(&d, &borrowed, copy);
+        // Dropped: its fallback verdict goes to the kernel, which knows no such packet and
+        // answers with an error this test does not read.
+        drop(d);
+        copies.lock().unwrap().clear();
+    }
 }
