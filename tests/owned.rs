@@ -467,7 +467,7 @@ fn owned_view_equals_borrowed_view_on_random_messages() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let mut rng = Rng(0x5eed_0f_0b1e_c7);
+    let mut rng = Rng(0x5eed_0f0b_1ec7);
     let seen: Mutex<Vec<(Borrowed, DeferCopy, DeferredPacket)>> = Mutex::new(Vec::new());
     let copies: Mutex<Vec<DeferCopy>> = Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
