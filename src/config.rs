@@ -1,5 +1,6 @@
 //! Queue configuration: plain, validated values.
 
+use crate::error::{Error, Result};
 use crate::owned::DeferCopy;
 use crate::verdict::Verdict;
 
@@ -163,6 +164,27 @@ impl QueueConfig {
     pub fn defer_copy(mut self, copy: DeferCopy) -> Self {
         self.defer_copy = copy;
         self
+    }
+
+    /// Refuses what the kernel would take but turn into dropped packets.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_len == Some(0) {
+            return Err(Error::InvalidConfig {
+                what: "a maximum queue length of 0 makes the kernel drop every packet",
+            });
+        }
+        Ok(())
+    }
+
+    /// About what one packet message of this queue costs in the socket's receive buffer (the
+    /// kernel's `truesize`: the copied bytes, the metadata and the buffer's own bookkeeping),
+    /// counting packets of an ordinary MTU.
+    pub(crate) fn message_cost(&self) -> usize {
+        const OVERHEAD: usize = 1280;
+        match self.copy_mode {
+            CopyMode::None | CopyMode::Meta => OVERHEAD,
+            CopyMode::Packet(range) => OVERHEAD + usize::from(range).clamp(1, 2048),
+        }
     }
 
     /// The copy mode.

@@ -227,199 +227,203 @@ fn family_for_ipv4_and_ipv6() {
 
 // ---------------------------------------------------------------------------------------------
 // Constructed messages, dispatched through the receive path.
+// Needs the `fuzzing` feature (`Handle::register_for_fuzzing`, `dispatch_for_fuzzing`): no
+// kernel, no privilege.
 
-const QUEUE: u16 = 9;
+#[cfg(feature = "fuzzing")]
+mod constructed {
+    use super::*;
 
-fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len().div_ceil(4) * 4, 0);
-    out
-}
+    const QUEUE: u16 = 9;
 
-fn nested(kind: u16, inner: &[Vec<u8>]) -> Vec<u8> {
-    attr(kind | libc::NLA_F_NESTED as u16, &inner.concat())
-}
+    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+        out
+    }
 
-/// A packet message as the kernel lays it out: nlmsghdr, nfgenmsg (`family`, `QUEUE`), the
-/// packet header (id, hw protocol, hook), then `attrs`.
-fn packet_message(family: u8, id: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&id.to_be_bytes());
-    hdr.extend_from_slice(&0x0800u16.to_be_bytes());
-    hdr.push(0);
-    let mut body = attr(nfqa::PACKET_HDR, &hdr);
-    body.extend(attrs.concat());
-    let len = 16 + 4 + body.len();
-    let msg_type = ((sys::NFNL_SUBSYS_QUEUE << 8) | sys::NFQNL_MSG_PACKET) as u16;
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(&(len as u32).to_ne_bytes());
-    bytes.extend_from_slice(&msg_type.to_ne_bytes());
-    bytes.extend_from_slice(&[0; 10]);
-    bytes.extend_from_slice(&[family, 0]);
-    bytes.extend_from_slice(&QUEUE.to_be_bytes());
-    bytes.extend(body);
-    bytes
-}
+    fn nested(kind: u16, inner: &[Vec<u8>]) -> Vec<u8> {
+        attr(kind | libc::NLA_F_NESTED as u16, &inner.concat())
+    }
 
-/// Everything a callback reads of a constructed packet.
-#[derive(Debug, PartialEq)]
-struct Read {
-    family: Family,
-    vlan: Option<Vlan>,
-    l2: Option<Vec<u8>>,
-    priority: Option<u32>,
-    exp: Option<Vec<u8>>,
-    raw: Vec<(u16, Vec<u8>)>,
-    mark: u32,
-    payload: Vec<u8>,
-}
+    /// A packet message as the kernel lays it out: nlmsghdr, nfgenmsg (`family`, `QUEUE`), the
+    /// packet header (id, hw protocol, hook), then `attrs`.
+    fn packet_message(family: u8, id: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut hdr = Vec::new();
+        hdr.extend_from_slice(&id.to_be_bytes());
+        hdr.extend_from_slice(&0x0800u16.to_be_bytes());
+        hdr.push(0);
+        let mut body = attr(nfqa::PACKET_HDR, &hdr);
+        body.extend(attrs.concat());
+        let len = 16 + 4 + body.len();
+        let msg_type = ((sys::NFNL_SUBSYS_QUEUE << 8) | sys::NFQNL_MSG_PACKET) as u16;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(len as u32).to_ne_bytes());
+        bytes.extend_from_slice(&msg_type.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 10]);
+        bytes.extend_from_slice(&[family, 0]);
+        bytes.extend_from_slice(&QUEUE.to_be_bytes());
+        bytes.extend(body);
+        bytes
+    }
 
-/// Dispatches `datagram` to a queue whose callback records what it reads; returns one `Read`
-/// per packet. `raw_numbers` are the attribute numbers read with `raw_attr`.
-fn dispatch(datagram: &[u8], raw_numbers: &[u16]) -> Vec<Read> {
-    let reads = Mutex::new(Vec::new());
-    let handle = Handle::open().unwrap();
-    let _queue = handle
-        .queue(QUEUE, QueueConfig::new(), |p| {
-            reads.lock().unwrap().push(Read {
-                family: p.family(),
-                vlan: p.vlan(),
-                l2: p.l2_header().map(<[u8]>::to_vec),
-                priority: p.priority(),
-                exp: p.exp().map(<[u8]>::to_vec),
-                raw: raw_numbers
-                    .iter()
-                    .filter_map(|&n| Some((n, p.raw_attr(n)?.to_vec())))
-                    .collect(),
-                mark: p.mark(),
-                payload: p.payload().to_vec(),
-            });
-            Verdict::accept()
-        })
-        .unwrap();
-    let (dispatched, errors) = handle.__dispatch_for_fuzzing(datagram);
-    assert!(errors.is_empty(), "{errors:?}");
-    drop(_queue);
-    drop(handle);
-    let reads = reads.into_inner().unwrap();
-    assert_eq!(dispatched, reads.len());
-    reads
-}
+    /// Everything a callback reads of a constructed packet.
+    #[derive(Debug, PartialEq)]
+    struct Read {
+        family: Family,
+        vlan: Option<Vlan>,
+        l2: Option<Vec<u8>>,
+        priority: Option<u32>,
+        exp: Option<Vec<u8>>,
+        raw: Vec<(u16, Vec<u8>)>,
+        mark: u32,
+        payload: Vec<u8>,
+    }
 
-/// `NFQA_VLAN` (nested protocol and TCI) and `NFQA_L2HDR`, laid out as the kernel's
-/// `nfqnl_put_bridge` writes them for a bridged 802.1Q frame.
-#[test]
-fn vlan_and_l2_header_of_a_bridged_frame() {
-    let Some(_ns) = support::enter!() else { return };
-    let l2: Vec<u8> = [
-        [0x02, 0, 0, 0, 0, 1].as_slice(),      // destination
-        &[0x02, 0, 0, 0, 0, 2],                // source
-        &[0x81, 0x00, 0xa0, 0x2a, 0x08, 0x00], // 802.1Q tag (PCP 5, VID 42), IPv4
-    ]
-    .concat();
-    let tci = 0xa02au16; // PCP 5, DEI 0, VID 42
-    let msg = packet_message(
-        libc::NFPROTO_BRIDGE as u8,
-        1,
-        &[
-            nested(
-                nfqa::VLAN,
-                &[
-                    attr(nfqa::VLAN_PROTO, &0x8100u16.to_be_bytes()),
-                    attr(nfqa::VLAN_TCI, &tci.to_be_bytes()),
-                ],
-            ),
-            attr(nfqa::L2HDR, &l2),
-            attr(nfqa::PAYLOAD, &[0x45; 20]),
-        ],
-    );
-    let reads = dispatch(&msg, &[nfqa::L2HDR]);
-    assert_eq!(reads.len(), 1);
-    let r = &reads[0];
-    assert_eq!(r.family, Family::Bridge);
-    let vlan = r.vlan.expect("vlan");
-    assert_eq!((vlan.protocol(), vlan.tci()), (0x8100, tci));
-    assert_eq!((vlan.id(), vlan.priority(), vlan.dei()), (42, 5, false));
-    assert_eq!(r.l2.as_deref(), Some(l2.as_slice()));
-    assert_eq!(r.raw, vec![(nfqa::L2HDR, l2.clone())]);
-    assert_eq!(r.payload, vec![0x45; 20]);
+    /// Dispatches `datagram` to a queue whose callback records what it reads; returns one `Read`
+    /// per packet. `raw_numbers` are the attribute numbers read with `raw_attr`.
+    fn dispatch(datagram: &[u8], raw_numbers: &[u16]) -> Vec<Read> {
+        let reads = Mutex::new(Vec::new());
+        let handle = Handle::open().unwrap();
+        handle
+            .register_for_fuzzing(QUEUE, QueueConfig::new(), |p| {
+                reads.lock().unwrap().push(Read {
+                    family: p.family(),
+                    vlan: p.vlan(),
+                    l2: p.l2_header().map(<[u8]>::to_vec),
+                    priority: p.priority(),
+                    exp: p.exp().map(<[u8]>::to_vec),
+                    raw: raw_numbers
+                        .iter()
+                        .filter_map(|&n| Some((n, p.raw_attr(n)?.to_vec())))
+                        .collect(),
+                    mark: p.mark(),
+                    payload: p.payload().to_vec(),
+                });
+                Verdict::accept()
+            })
+            .unwrap();
+        let (dispatched, errors) = handle.dispatch_for_fuzzing(datagram).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        drop(handle);
+        let reads = reads.into_inner().unwrap();
+        assert_eq!(dispatched, reads.len());
+        reads
+    }
 
-    // 802.1ad with DEI set; a VLAN attribute missing its TCI is no tag at all.
-    let msg = [
-        packet_message(
-            libc::NFPROTO_BRIDGE as u8,
-            2,
-            &[nested(
-                nfqa::VLAN,
-                &[
-                    attr(nfqa::VLAN_PROTO, &0x88a8u16.to_be_bytes()),
-                    attr(nfqa::VLAN_TCI, &0x1fffu16.to_be_bytes()),
-                ],
-            )],
-        ),
-        packet_message(
-            libc::NFPROTO_BRIDGE as u8,
-            3,
-            &[nested(
-                nfqa::VLAN,
-                &[attr(nfqa::VLAN_PROTO, &0x8100u16.to_be_bytes())],
-            )],
-        ),
-    ]
-    .concat();
-    let reads = dispatch(&msg, &[]);
-    let vlan = reads[0].vlan.expect("vlan");
-    assert_eq!(
-        (vlan.protocol(), vlan.id(), vlan.priority(), vlan.dei()),
-        (0x88a8, 4095, 0, true)
-    );
-    assert_eq!(reads[1].vlan, None);
-}
-
-/// Attributes beyond the crate's table (as a future kernel would send) are reachable by number
-/// with `raw_attr`, whatever their number, and do not disturb the known ones around them; an
-/// attribute too short for its type is ignored by the typed accessor but still reachable raw.
-#[test]
-fn future_attributes_stay_reachable() {
-    let Some(_ns) = support::enter!() else { return };
-    let msg = packet_message(
-        libc::NFPROTO_IPV4 as u8,
-        1,
-        &[
-            attr(nfqa::MARK, &5u32.to_be_bytes()),
-            attr(22, b"twenty-two"),
-            attr(nfqa::PRIORITY, &7u32.to_be_bytes()),
-            nested(200, &[attr(1, &[1, 2, 3, 4])]),
-            attr(0x3fff, &[]),
-            attr(nfqa::EXP, b"expectation"),
-            attr(nfqa::PAYLOAD, b"data"),
-        ],
-    );
-    let numbers = [21, 22, 23, 200, 0x3fff];
-    let r = dispatch(&msg, &numbers).remove(0);
-    assert_eq!(r.mark, 5);
-    assert_eq!(r.priority, Some(7));
-    assert_eq!(r.exp.as_deref(), Some(&b"expectation"[..]));
-    assert_eq!(r.payload, b"data");
-    assert_eq!(
-        r.raw,
-        vec![
-            (21, 7u32.to_be_bytes().to_vec()),
-            (22, b"twenty-two".to_vec()),
-            (200, attr(1, &[1, 2, 3, 4])),
-            (0x3fff, vec![]),
+    /// `NFQA_VLAN` (nested protocol and TCI) and `NFQA_L2HDR`, laid out as the kernel's
+    /// `nfqnl_put_bridge` writes them for a bridged 802.1Q frame.
+    #[test]
+    fn vlan_and_l2_header_of_a_bridged_frame() {
+        let l2: Vec<u8> = [
+            [0x02, 0, 0, 0, 0, 1].as_slice(),      // destination
+            &[0x02, 0, 0, 0, 0, 2],                // source
+            &[0x81, 0x00, 0xa0, 0x2a, 0x08, 0x00], // 802.1Q tag (PCP 5, VID 42), IPv4
         ]
-    );
-    assert_eq!(r.family, Family::Ipv4);
+        .concat();
+        let tci = 0xa02au16; // PCP 5, DEI 0, VID 42
+        let msg = packet_message(
+            libc::NFPROTO_BRIDGE as u8,
+            1,
+            &[
+                nested(
+                    nfqa::VLAN,
+                    &[
+                        attr(nfqa::VLAN_PROTO, &0x8100u16.to_be_bytes()),
+                        attr(nfqa::VLAN_TCI, &tci.to_be_bytes()),
+                    ],
+                ),
+                attr(nfqa::L2HDR, &l2),
+                attr(nfqa::PAYLOAD, &[0x45; 20]),
+            ],
+        );
+        let reads = dispatch(&msg, &[nfqa::L2HDR]);
+        assert_eq!(reads.len(), 1);
+        let r = &reads[0];
+        assert_eq!(r.family, Family::Bridge);
+        let vlan = r.vlan.expect("vlan");
+        assert_eq!((vlan.protocol(), vlan.tci()), (0x8100, tci));
+        assert_eq!((vlan.id(), vlan.priority(), vlan.dei()), (42, 5, false));
+        assert_eq!(r.l2.as_deref(), Some(l2.as_slice()));
+        assert_eq!(r.raw, vec![(nfqa::L2HDR, l2.clone())]);
+        assert_eq!(r.payload, vec![0x45; 20]);
 
-    // A priority of 2 bytes is not a priority, but is still there as sent; unknown families
-    // stay numbers.
-    let msg = packet_message(99, 2, &[attr(nfqa::PRIORITY, &[0, 6])]);
-    let r = dispatch(&msg, &[nfqa::PRIORITY]).remove(0);
-    assert_eq!(r.priority, None);
-    assert_eq!(r.raw, vec![(nfqa::PRIORITY, vec![0, 6])]);
-    assert_eq!(r.family, Family::Other(99));
+        // 802.1ad with DEI set; a VLAN attribute missing its TCI is no tag at all.
+        let msg = [
+            packet_message(
+                libc::NFPROTO_BRIDGE as u8,
+                2,
+                &[nested(
+                    nfqa::VLAN,
+                    &[
+                        attr(nfqa::VLAN_PROTO, &0x88a8u16.to_be_bytes()),
+                        attr(nfqa::VLAN_TCI, &0x1fffu16.to_be_bytes()),
+                    ],
+                )],
+            ),
+            packet_message(
+                libc::NFPROTO_BRIDGE as u8,
+                3,
+                &[nested(
+                    nfqa::VLAN,
+                    &[attr(nfqa::VLAN_PROTO, &0x8100u16.to_be_bytes())],
+                )],
+            ),
+        ]
+        .concat();
+        let reads = dispatch(&msg, &[]);
+        let vlan = reads[0].vlan.expect("vlan");
+        assert_eq!(
+            (vlan.protocol(), vlan.id(), vlan.priority(), vlan.dei()),
+            (0x88a8, 4095, 0, true)
+        );
+        assert_eq!(reads[1].vlan, None);
+    }
+
+    /// Attributes beyond the crate's table (as a future kernel would send) are reachable by number
+    /// with `raw_attr`, whatever their number, and do not disturb the known ones around them; an
+    /// attribute too short for its type is ignored by the typed accessor but still reachable raw.
+    #[test]
+    fn future_attributes_stay_reachable() {
+        let msg = packet_message(
+            libc::NFPROTO_IPV4 as u8,
+            1,
+            &[
+                attr(nfqa::MARK, &5u32.to_be_bytes()),
+                attr(22, b"twenty-two"),
+                attr(nfqa::PRIORITY, &7u32.to_be_bytes()),
+                nested(200, &[attr(1, &[1, 2, 3, 4])]),
+                attr(0x3fff, &[]),
+                attr(nfqa::EXP, b"expectation"),
+                attr(nfqa::PAYLOAD, b"data"),
+            ],
+        );
+        let numbers = [21, 22, 23, 200, 0x3fff];
+        let r = dispatch(&msg, &numbers).remove(0);
+        assert_eq!(r.mark, 5);
+        assert_eq!(r.priority, Some(7));
+        assert_eq!(r.exp.as_deref(), Some(&b"expectation"[..]));
+        assert_eq!(r.payload, b"data");
+        assert_eq!(
+            r.raw,
+            vec![
+                (21, 7u32.to_be_bytes().to_vec()),
+                (22, b"twenty-two".to_vec()),
+                (200, attr(1, &[1, 2, 3, 4])),
+                (0x3fff, vec![]),
+            ]
+        );
+        assert_eq!(r.family, Family::Ipv4);
+
+        // A priority of 2 bytes is not a priority, but is still there as sent; unknown families
+        // stay numbers.
+        let msg = packet_message(99, 2, &[attr(nfqa::PRIORITY, &[0, 6])]);
+        let r = dispatch(&msg, &[nfqa::PRIORITY]).remove(0);
+        assert_eq!(r.priority, None);
+        assert_eq!(r.raw, vec![(nfqa::PRIORITY, vec![0, 6])]);
+        assert_eq!(r.family, Family::Other(99));
+    }
 }
