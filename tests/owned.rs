@@ -256,6 +256,34 @@ fn deferred_packets_have_the_full_view() {
     }
 }
 
+/// The blocking pull API (`Receiver`) hands out the same owned packets, copied as its queues'
+/// `DeferCopy` says: here only the IPv4 and UDP headers.
+#[test]
+fn receiver_packets_have_the_full_view() {
+    let Some(ns) = support::enter!() else { return };
+    let sink = UdpSink::bind("127.0.0.1:0");
+    ns.queue_udp_port(sink.port(), 18);
+    let mut rx = libnfq::Receiver::open().unwrap();
+    rx.bind(18, QueueConfig::new().defer_copy(DeferCopy::Prefix(28)))
+        .unwrap();
+    send_marked(sink.addr(), b"headers only");
+    let p = rx.recv().unwrap();
+    assert_eq!(
+        (p.priority(), p.mark(), p.family(), p.hook(), p.outdev()),
+        (Some(3), 0x55, Family::Ipv4, Hook::LocalOut, Some(1))
+    );
+    assert_eq!(view_of_deferred(&p), view_of_packet(&p.packet()));
+    assert_eq!(p.payload().len(), 28);
+    assert_eq!(p.payload()[9], 17, "the IPv4 header's protocol: UDP");
+    assert_eq!(p.original_len(), 28 + 12);
+    assert!(p.is_truncated());
+    p.accept().unwrap();
+    assert_eq!(
+        sink.recv_one(DEADLINE).as_deref(),
+        Some(&b"headers only"[..])
+    );
+}
+
 /// The same through the tokio `AsyncHandle`: its queues' `DeferCopy` decides what `recv`
 /// returns, and the returned packets have the full view.
 #[cfg(feature = "tokio")]
