@@ -36,7 +36,7 @@ struct Holder {
 
 impl Holder {
     fn start(user: bool) -> Holder {
-        let mut cmd = Command::new("unshare");
+        let mut cmd = Command::new(program("unshare"));
         if user {
             cmd.args(["--user", "--map-root-user"]);
         }
