@@ -68,6 +68,7 @@
 
 mod attrs;
 mod config;
+pub mod conntrack;
 mod counters;
 mod deferred;
 mod error;
