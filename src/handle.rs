@@ -366,6 +366,7 @@ impl<'cb> Handle<'cb> {
                 num,
                 config.fallback,
                 config.flags.contains(QueueFlags::CONNTRACK),
+                config.defer_copy,
             ),
             run: None,
             max_len: config.max_len,
