@@ -446,11 +446,11 @@ impl DeferredPacket {
         self.packet().is_truncated()
     }
     /// See [`Packet::conntrack`].
-    pub fn conntrack(&self) -> Option<&[u8]> {
+    pub fn conntrack(&self) -> Option<crate::conntrack::Conntrack<'_>> {
         self.packet().conntrack()
     }
     /// See [`Packet::conntrack_info`].
-    pub fn conntrack_info(&self) -> Option<u32> {
+    pub fn conntrack_info(&self) -> Option<crate::conntrack::CtInfo> {
         self.packet().conntrack_info()
     }
     /// See [`Packet::exp`].

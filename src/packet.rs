@@ -273,17 +273,24 @@ impl<'a> Packet<'a> {
         SkbInfo::from_bits_retain(self.attr_u32(sys::NFQA_SKB_INFO).unwrap_or(0))
     }
 
-    /// The raw, nested `NFQA_CT` conntrack attribute (needs
-    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) and kernel support).
+    /// The packet's connection, decoded from the nested `NFQA_CT` attribute: tuples, status,
+    /// mark, id, zone, ... (see [`Conntrack`](crate::conntrack::Conntrack); its
+    /// [`as_bytes`](crate::conntrack::Conntrack::as_bytes) gives the raw attribute). Sent only
+    /// for queues bound with [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK), on kernels
+    /// built with `CONFIG_NETFILTER_NETLINK_GLUE_CT`.
     #[doc(alias = "NFQA_CT")]
-    pub fn conntrack(&self) -> Option<&'a [u8]> {
+    #[doc(alias = "nfq_get_ct")]
+    pub fn conntrack(&self) -> Option<crate::conntrack::Conntrack<'a>> {
         self.attr(sys::NFQA_CT)
+            .map(crate::conntrack::Conntrack::parse)
     }
 
-    /// The conntrack state (`enum ip_conntrack_info`), sent with [`Packet::conntrack`].
+    /// The packet's conntrack state (`NFQA_CT_INFO`, `enum ip_conntrack_info`: established,
+    /// related, new, and their reply forms), sent with [`Packet::conntrack`].
     #[doc(alias = "NFQA_CT_INFO")]
-    pub fn conntrack_info(&self) -> Option<u32> {
-        self.attr_u32(sys::NFQA_CT_INFO)
+    pub fn conntrack_info(&self) -> Option<crate::conntrack::CtInfo> {
+        self.attr(sys::NFQA_CT_INFO)
+            .and_then(crate::conntrack::CtInfo::parse)
     }
 
     /// The raw, nested `NFQA_EXP` attribute: the conntrack expectation the packet belongs to,
