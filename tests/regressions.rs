@@ -152,7 +152,9 @@ fn bind_whose_ack_is_lost_leaves_no_orphaned_queue() {
     let seen_late = Mutex::new(Vec::new());
     let seen_flooded = AtomicUsize::new(0);
     let handle = open_handle();
-    let granted = handle.set_recv_buffer_size(1).expect("shrink receive buffer");
+    let granted = handle
+        .set_recv_buffer_size(1)
+        .expect("shrink receive buffer");
     let _flooded_queue = handle
         .queue(FLOODED, QueueConfig::new(), |_| {
             seen_flooded.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +324,9 @@ fn ack_timeout_duration_max_binds_and_unbinds() {
     let errors = pump(&handle, || len_of(&seen) == 1);
     assert!(errors.is_empty(), "{errors:?}");
     flow.expect(&["max 1"], "through a queue bound with Duration::MAX");
-    queue.unbind().expect("unbind with an ack timeout of Duration::MAX");
+    queue
+        .unbind()
+        .expect("unbind with an ack timeout of Duration::MAX");
     assert_eq!(ns.queue_stat(Q), None);
 }
 
@@ -341,7 +345,9 @@ fn buffer_size_usize_max_does_not_panic() {
             regress::panic_text(p.as_ref())
         )
     });
-    let _queue = handle.queue(Q, QueueConfig::new(), recorder(&seen)).unwrap();
+    let _queue = handle
+        .queue(Q, QueueConfig::new(), recorder(&seen))
+        .unwrap();
     flow.send(&["huge buffer"]);
     let errors = pump(&handle, || len_of(&seen) == 1);
     assert!(errors.is_empty(), "set_buffer_size: {result:?}; {errors:?}");
@@ -409,6 +415,7 @@ fn short_payload_case(ns: &Netns, len: usize, deferred: bool) {
         hold_all(&handle, Q, config, &held)
     } else {
         let replacement = replacement.clone();
+        let seen = &seen;
         handle
             .queue(Q, config, move |_| {
                 seen.fetch_add(1, Ordering::SeqCst);
@@ -431,7 +438,10 @@ fn short_payload_case(ns: &Netns, len: usize, deferred: bool) {
         pump(&handle, || seen.load(Ordering::SeqCst) == 1)
     };
     errors.extend(settle(&handle, Duration::from_millis(100)));
-    flow.expect(&["short payload"], &format!("{what}: the fallback accepts it"));
+    flow.expect(
+        &["short payload"],
+        &format!("{what}: the fallback accepts it"),
+    );
     assert_drained(ns, Q, PROMPT, &what);
     if !deferred {
         assert!(
@@ -531,8 +541,9 @@ fn quick_start_callback(packet: &libnfq::Packet<'_>) -> Verdict {
 }
 
 /// Sends `"after <i>"` one at a time and waits for each at the receiver (still deciding), then
-/// a 2000-byte datagram that the policy drops.
-fn still_deciding(flow: &Flow) {
+/// a 2000-byte datagram that the policy drops. `runner` describes the consumer thread's state
+/// for failure messages.
+fn still_deciding(flow: &Flow, runner: &dyn Fn() -> String) {
     for i in 0..3 {
         let text = format!("after {i}");
         flow.send(&[&text]);
@@ -541,7 +552,7 @@ fn still_deciding(flow: &Flow) {
             let got = flow
                 .sink
                 .recv_one(DEADLINE.saturating_sub(start.elapsed()))
-                .unwrap_or_else(|| panic!("{text:?} did not arrive after the blast"));
+                .unwrap_or_else(|| panic!("{text:?} did not arrive after the blast; {}", runner()));
             if got == text.as_bytes() {
                 break;
             }
@@ -575,14 +586,22 @@ fn quick_start_run_survives_an_unpaced_blast() {
         })();
         let _ = done_tx.send(format!("{result:?}"));
     });
-    ready_rx.recv_timeout(DEADLINE).expect("the quick start bound its queue");
+    ready_rx
+        .recv_timeout(DEADLINE)
+        .expect("the quick start bound its queue");
     blast(&flow, "blast", 20_000);
-    let st = ns.queue_stat(0).expect("queue 0 bound");
-    assert!(st.user_dropped > 0, "the blast must overrun the socket: {st:?}");
     if let Ok(returned) = done_rx.recv_timeout(Duration::from_millis(500)) {
         panic!("run() returned after the blast: {returned}");
     }
-    still_deciding(&flow);
+    let st = ns.queue_stat(0).expect("queue 0 bound");
+    assert!(
+        st.user_dropped > 0,
+        "the blast must overrun the socket: {st:?}"
+    );
+    still_deciding(&flow, &|| match done_rx.try_recv() {
+        Ok(returned) => format!("run() returned {returned}"),
+        Err(_) => "run() is still running".to_string(),
+    });
     assert!(
         done_rx.try_recv().is_err(),
         "run() returned while deciding later packets"
@@ -614,13 +633,19 @@ fn quick_start_run_until_survives_an_unpaced_blast_and_counts_overruns() {
     if let Ok(returned) = done_rx.recv_timeout(Duration::from_millis(500)) {
         panic!("run_until() returned before the shutdown: {returned:?}");
     }
-    still_deciding(&flow);
+    still_deciding(&flow, &|| match done_rx.try_recv() {
+        Ok(returned) => format!("run_until() returned {returned:?}"),
+        Err(_) => "run_until() is still running".to_string(),
+    });
     shutdown.trigger();
     let counters = done_rx
         .recv_timeout(DEADLINE)
         .expect("run_until() returns once the shutdown triggers")
         .expect("run_until() returns Ok");
-    assert!(counters.enobufs > 0, "the blast overran the socket: {counters:?}");
+    assert!(
+        counters.enobufs > 0,
+        "the blast overran the socket: {counters:?}"
+    );
     assert!(counters.packets > 3, "{counters:?}");
     let st = ns.queue_stat(0);
     assert!(st.is_none() || st.unwrap().queued == 0, "{st:?}");

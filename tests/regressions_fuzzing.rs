@@ -24,7 +24,9 @@ use regress::{open_handle, pump, queued, text_of, Flow};
 /// An IPv4/UDP packet (checksums zero) carrying `data`, as NFQA_PAYLOAD holds it.
 fn ipv4_udp(data: &[u8]) -> Vec<u8> {
     let total = 20 + 8 + data.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+    let mut p = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+    ];
     p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     p.extend_from_slice(&40000u16.to_be_bytes());
     p.extend_from_slice(&9u16.to_be_bytes());
@@ -136,7 +138,9 @@ fn malformed_timestamp_does_not_panic_a_deferral() {
     });
     let (dispatched, _errors) = result.expect("dispatch_for_fuzzing");
     assert_eq!(dispatched, 1);
-    let packet = regress::take(&deferred).pop().expect("the packet was deferred");
+    let packet = regress::take(&deferred)
+        .pop()
+        .expect("the packet was deferred");
     let _ = format!("{:?} {:?}", packet.timestamp(), packet);
     drop(packet);
 
@@ -230,7 +234,10 @@ fn dispatch_for_fuzzing_never_sends_a_verdict_with_batch_limit_one() {
         .expect("dispatch_for_fuzzing");
     assert_eq!(dispatched, 1);
     assert_eq!(*seen.lock().unwrap(), [(1, "forged".to_string())]);
-    flow.expect(&[], "the forged message's verdict must not release the real packet");
+    flow.expect(
+        &[],
+        "the forged message's verdict must not release the real packet",
+    );
     assert_eq!(queued(&ns, Q), 1, "the real packet still waits");
 
     let _errors = pump(&handle, || seen.lock().unwrap().len() == 2);

@@ -68,18 +68,17 @@ fn stale_case(ns: &Netns, route: Route, kind: Kind) {
         _ => QueueConfig::new(),
     };
 
-    let first = open_handle();
+    let mut first = Some(open_handle());
     let second = open_handle();
-    let first_sender = first.verdict_sender();
-    let queue = hold_all(&first, Q, old_config, &held_old);
+    let first_sender = first.as_ref().unwrap().verdict_sender();
+    let queue = hold_all(first.as_ref().unwrap(), Q, old_config, &held_old);
     flow.send(&["old 1", "old 2"]);
-    let errors = pump(&first, || count(&held_old) == 2);
+    let errors = pump(first.as_ref().unwrap(), || count(&held_old) == 2);
     assert!(errors.is_empty(), "{what}: {errors:?}");
     let old: Vec<DeferredPacket> = take(&held_old);
     assert_eq!(old.iter().map(|p| p.id()).collect::<Vec<_>>(), [1, 2]);
 
     // Bind the number again.
-    let mut first = Some(first);
     let new_handle: &Handle<'_> = match route {
         Route::SameHandle => {
             drop(queue);
@@ -157,19 +156,31 @@ fn stale_case(ns: &Netns, route: Route, kind: Kind) {
 
     // The new packets' own verdicts.
     let mut new = new.into_iter();
-    new.next().unwrap().verdict(Verdict::drop()).expect("verdict for new 1");
-    new.next().unwrap().verdict(Verdict::accept()).expect("verdict for new 2");
+    new.next()
+        .unwrap()
+        .verdict(Verdict::drop())
+        .expect("verdict for new 1");
+    new.next()
+        .unwrap()
+        .verdict(Verdict::accept())
+        .expect("verdict for new 2");
 
     flow.expect(&["new 2"], &what);
     regress::assert_drained(ns, Q, regress::DEADLINE, &what);
     // No late error: neither the new verdicts nor the stale ones named a packet the kernel did
     // not have.
     let errors = settle(new_handle, Duration::from_millis(200));
-    assert!(errors.is_empty(), "{what}: errors on the new binding's handle: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "{what}: errors on the new binding's handle: {errors:?}"
+    );
     if let Some(first) = &first {
         if route == Route::OtherHandle {
             let errors = settle(first, Duration::from_millis(200));
-            assert!(errors.is_empty(), "{what}: errors on the first handle: {errors:?}");
+            assert!(
+                errors.is_empty(),
+                "{what}: errors on the first handle: {errors:?}"
+            );
         }
         if kind == Kind::DroppedUndecided {
             let counters = first.counters();
@@ -243,7 +254,11 @@ fn stale_batch_handle_dropped() {
 fn stale_verdict_after_a_binding_on_another_handle_in_between() {
     let Some(ns) = support::enter!() else { return };
     let flow = Flow::new(&ns, Q);
-    let (held_old, held_mid, held_new) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+    let (held_old, held_mid, held_new) = (
+        Mutex::new(Vec::new()),
+        Mutex::new(Vec::new()),
+        Mutex::new(Vec::new()),
+    );
     let first = open_handle();
     let second = open_handle();
     let queue = hold_all(&first, Q, QueueConfig::new(), &held_old);
@@ -271,7 +286,11 @@ fn stale_verdict_after_a_binding_on_another_handle_in_between() {
         matches!(result, Err(Error::StaleBinding { queue: Q, id: 1 })),
         "stale verdict returned {result:?}"
     );
-    assert_eq!(regress::queued(&ns, Q), 1, "the stale verdict decided new 1");
+    assert_eq!(
+        regress::queued(&ns, Q),
+        1,
+        "the stale verdict decided new 1"
+    );
     new.verdict(Verdict::drop()).expect("new 1");
     flow.expect(&[], "new 1 is dropped by its own verdict");
     regress::assert_drained(&ns, Q, regress::DEADLINE, "new 1");

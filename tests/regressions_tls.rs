@@ -71,7 +71,10 @@ fn destructor_case(ns: &support::Netns, decide_first: bool) {
     });
     worker.join().expect("the worker thread ended normally");
     assert_eq!(*results.lock().unwrap(), ["Ok(())"]);
-    flow.expect(&["first", "from a destructor"], "decided in a thread-local destructor");
+    flow.expect(
+        &["first", "from a destructor"],
+        "decided in a thread-local destructor",
+    );
     regress::assert_drained(ns, Q, regress::DEADLINE, "after the thread exited");
 }
 

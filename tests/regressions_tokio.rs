@@ -83,13 +83,17 @@ fn stale_case(ns: &Netns, route: Route, drop_undecided: bool) {
             Route::OtherHandle => {
                 first.as_mut().unwrap().unbind(Q).expect("unbind");
                 regress::wait_unlisted(ns, Q);
-                second.bind(Q, QueueConfig::new()).expect("bind on the other handle");
+                second
+                    .bind(Q, QueueConfig::new())
+                    .expect("bind on the other handle");
                 &mut second
             }
             Route::HandleDropped => {
                 first = None;
                 regress::wait_unlisted(ns, Q);
-                second.bind(Q, QueueConfig::new()).expect("bind on the other handle");
+                second
+                    .bind(Q, QueueConfig::new())
+                    .expect("bind on the other handle");
                 &mut second
             }
         };
@@ -138,7 +142,10 @@ fn stale_case(ns: &Netns, route: Route, drop_undecided: bool) {
                 .iter()
                 .map(|r| format!("{r:?}"))
                 .collect();
-            assert!(late.is_empty(), "{what}: late results on the first handle: {late:?}");
+            assert!(
+                late.is_empty(),
+                "{what}: late results on the first handle: {late:?}"
+            );
         }
     });
 }
@@ -182,7 +189,11 @@ fn async_unbind_settles_ready_packets_first() {
         flow.send(&["ready 1", "ready 2", "ready 3"]);
         let first = recv(&mut handle).await;
         assert_eq!(regress::text_of(first.payload()), "ready 1");
-        assert_eq!(regress::queued(&ns, Q), 3, "all three still wait for a verdict");
+        assert_eq!(
+            regress::queued(&ns, Q),
+            3,
+            "all three still wait for a verdict"
+        );
         first.accept().expect("ready 1");
         handle.unbind(Q).expect("unbind");
         flow.expect(

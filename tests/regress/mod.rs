@@ -23,7 +23,9 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// A handle whose blocking `process()` gives up after [`POLL`].
 pub fn open_handle<'cb>() -> Handle<'cb> {
     let handle = Handle::open().expect("open handle");
-    handle.set_recv_timeout(Some(POLL)).expect("receive timeout");
+    handle
+        .set_recv_timeout(Some(POLL))
+        .expect("receive timeout");
     handle
 }
 
@@ -75,13 +77,14 @@ impl Flow {
         self.send_bytes(&payloads);
     }
 
-    /// Everything that arrives until the sink stays quiet for [`QUIET`], as text, sorted.
+    /// Everything that arrives until the sink stays quiet for [`QUIET`], as text (see
+    /// [`shown`]), sorted.
     pub fn received(&self) -> Vec<String> {
         let mut got: Vec<String> = self
             .sink
             .recv_until_quiet(QUIET, 100_000)
             .iter()
-            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .map(|d| shown(d))
             .collect();
         got.sort();
         got
@@ -95,13 +98,26 @@ impl Flow {
         // Wait for the expected ones (each within the deadline), then for silence.
         while got.len() < want.len() {
             match self.sink.recv_one(DEADLINE) {
-                Some(d) => got.push(String::from_utf8_lossy(&d).into_owned()),
+                Some(d) => got.push(shown(&d)),
                 None => break,
             }
         }
         got.extend(self.received());
         got.sort();
         assert_eq!(got, want, "{what}: datagrams that reached the receiver");
+    }
+}
+
+/// A datagram as text; a long one (the tests' big datagrams) as `<N bytes "start...">`.
+pub fn shown(data: &[u8]) -> String {
+    if data.len() <= 100 {
+        String::from_utf8_lossy(data).into_owned()
+    } else {
+        format!(
+            "<{} bytes {:?}...>",
+            data.len(),
+            String::from_utf8_lossy(&data[..16])
+        )
     }
 }
 
