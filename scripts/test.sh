@@ -6,4 +6,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
-exec cargo test --workspace --features libnfq/tokio "$@"
+exec cargo test --workspace --features libnfq/tokio,libnfq/fuzzing "$@"

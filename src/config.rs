@@ -1,5 +1,6 @@
 //! Queue configuration: plain, validated values.
 
+use crate::error::{Error, Result};
 use crate::verdict::Verdict;
 
 /// The largest copy range and replacement payload the kernel accepts: a netlink attribute's
@@ -150,6 +151,27 @@ impl QueueConfig {
     pub fn fallback(mut self, verdict: Verdict) -> Self {
         self.fallback = verdict.into_fallback();
         self
+    }
+
+    /// Refuses what the kernel would take but turn into dropped packets.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_len == Some(0) {
+            return Err(Error::InvalidConfig {
+                what: "a maximum queue length of 0 makes the kernel drop every packet",
+            });
+        }
+        Ok(())
+    }
+
+    /// About what one packet message of this queue costs in the socket's receive buffer (the
+    /// kernel's `truesize`: the copied bytes, the metadata and the buffer's own bookkeeping),
+    /// counting packets of an ordinary MTU.
+    pub(crate) fn message_cost(&self) -> usize {
+        const OVERHEAD: usize = 1280;
+        match self.copy_mode {
+            CopyMode::None | CopyMode::Meta => OVERHEAD,
+            CopyMode::Packet(range) => OVERHEAD + usize::from(range).clamp(1, 2048),
+        }
     }
 
     /// The copy mode.

@@ -6,54 +6,92 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
+use crate::counters::Count;
 use crate::error::{Error, Result};
 use crate::netlink::{self, AlignedBuf};
 use crate::packet::{Hook, Packet, SkbInfo};
 use crate::socket::Shared;
 use crate::verdict::Verdict;
 
-/// Per-queue state shared by the handle and the queue's deferred packets.
+/// Per-binding state shared by the handle and the binding's deferred packets.
+///
+/// One is made for every bind, so it names a *binding*, not a queue number: packet ids restart
+/// at 1 when a number is bound again, and a deferred packet must never decide a packet of a later
+/// binding. Its `live` flag is cleared (under the write lock) before the unbind is sent, and
+/// every deferred verdict is sent under the read lock after checking it, so a verdict either
+/// reaches the kernel while its binding exists or is not sent at all.
 pub(crate) struct QueueState {
+    /// The queue number.
+    pub(crate) num: u16,
     /// The verdict for packets whose callback panicked, whose verdict was refused, or which
     /// were dropped without a verdict.
     pub(crate) fallback: Verdict,
-    /// Deferred packets of this queue not decided yet. Only the receiving thread increments it
-    /// (in [`Pending::defer`]); it is decremented once a deferred packet's verdict was sent, so
-    /// 0 means every deferred packet has left the kernel's queue.
+    /// Deferred packets of this binding not decided yet. Only the receiving thread increments it
+    /// (in [`Pending::defer`]); it is decremented once a deferred packet's verdict was sent (or
+    /// will never be), so 0 means every deferred packet has left the kernel's queue.
     pub(crate) outstanding: AtomicUsize,
     /// Bound with `QueueFlags::CONNTRACK`: verdicts may carry a connection mark.
     conntrack: bool,
+    /// `true` until the binding is retired (unbind, or a bind rolled back).
+    live: RwLock<bool>,
 }
 
 impl QueueState {
-    pub(crate) fn new(fallback: Verdict, conntrack: bool) -> Arc<Self> {
+    pub(crate) fn new(num: u16, fallback: Verdict, conntrack: bool) -> Arc<Self> {
         Arc::new(QueueState {
+            num,
             fallback,
             outstanding: AtomicUsize::new(0),
             conntrack,
+            live: RwLock::new(true),
         })
     }
 
+    /// A read guard proving the binding is live while it is held (senders hold it across the
+    /// send); `None` once it was retired.
+    pub(crate) fn live(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let guard = self.live.read().unwrap_or_else(|p| p.into_inner());
+        (*guard).then_some(guard)
+    }
+
+    /// Marks the binding as gone, waiting for verdicts being sent under it to finish. From now
+    /// on its deferred packets' verdicts are refused with [`Error::StaleBinding`].
+    pub(crate) fn retire(&self) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
     /// Why `verdict` must not be sent for packet `id`, if it must not: a payload for a
-    /// truncated copy (`Some((copied, original))`) would cut the packet; a connection mark
-    /// needs a queue bound with `QueueFlags::CONNTRACK`. The packet then gets the fallback.
+    /// truncated copy (`Some((copied, original))`) would cut the packet, and one shorter than
+    /// `min_payload` would make the kernel drop it; a connection mark needs a queue bound with
+    /// `QueueFlags::CONNTRACK`. The packet then gets the fallback.
     pub(crate) fn refusal(
         &self,
         verdict: &Verdict,
-        queue: u16,
         id: u32,
         truncated: Option<(usize, u32)>,
+        min_payload: usize,
     ) -> Option<Error> {
-        if let (Some((copied, original)), Some(_)) = (truncated, verdict.payload()) {
-            return Some(Error::TruncatedPayload {
-                queue,
-                id,
-                copied,
-                original,
-            });
+        let queue = self.num;
+        if let Some(payload) = verdict.payload() {
+            if let Some((copied, original)) = truncated {
+                return Some(Error::TruncatedPayload {
+                    queue,
+                    id,
+                    copied,
+                    original,
+                });
+            }
+            if payload.len() < min_payload {
+                return Some(Error::PayloadTooShort {
+                    queue,
+                    id,
+                    len: payload.len(),
+                    min: min_payload,
+                });
+            }
         }
         if verdict.conntrack_mark().is_some() && !self.conntrack {
             return Some(Error::InvalidVerdict {
@@ -65,6 +103,21 @@ impl QueueState {
 
     pub(crate) fn has_outstanding(&self) -> bool {
         self.outstanding.load(Ordering::Acquire) != 0
+    }
+}
+
+/// The shortest replacement payload the kernel accepts for a packet: its headers up to the
+/// transport header (`skb_transport_offset`), as far as the copied bytes or the protocol tell.
+/// Anything shorter the kernel turns into a drop without telling anyone.
+pub(crate) fn min_payload_len(packet: &Packet<'_>) -> usize {
+    match packet.payload().first().map(|b| b >> 4) {
+        Some(4) => usize::from(packet.payload()[0] & 0x0f).max(5) * 4,
+        Some(6) => 40,
+        _ => match packet.hw_protocol() {
+            0x0800 => 20,
+            0x86dd => 40,
+            _ => 1,
+        },
     }
 }
 
@@ -145,9 +198,9 @@ impl<'a> Pending<'a> {
 
     fn defer_inner(self, with_payload: bool) -> (DeferredPacket, Handled<'a>) {
         let p = &self.packet;
-        self.queue.outstanding.fetch_add(1, Ordering::AcqRel);
-        self.deferred.set(true);
-        let owned = DeferredPacket {
+        // Everything that may fail (allocate, read attributes) is done before the bookkeeping
+        // below, so that a failure leaves the packet to its callback's caller (fallback).
+        let mut owned = DeferredPacket {
             meta: Meta {
                 queue: p.queue_num(),
                 id: p.id(),
@@ -168,7 +221,6 @@ impl<'a> Pending<'a> {
                     (bytes, a.len() as u8)
                 }),
                 original_len: p.original_len(),
-                copied_len: p.payload().len() as u32,
                 truncated: p.is_truncated(),
             },
             payload: if with_payload {
@@ -176,11 +228,20 @@ impl<'a> Pending<'a> {
             } else {
                 Vec::new()
             },
-            ticket: Some(Ticket {
-                shared: Arc::clone(self.shared),
-                queue: Arc::clone(self.queue),
-            }),
+            ticket: None,
         };
+        let truncation = p
+            .is_truncated()
+            .then(|| (p.payload().len(), p.original_len()));
+        let min_payload = min_payload_len(p);
+        self.queue.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.deferred.set(true);
+        owned.ticket = Some(Ticket {
+            shared: Arc::clone(self.shared),
+            queue: Arc::clone(self.queue),
+            truncation,
+            min_payload,
+        });
         (
             owned,
             Handled {
@@ -204,10 +265,63 @@ impl fmt::Debug for Pending<'_> {
     }
 }
 
-/// What it takes to send a deferred packet's verdict.
+/// What it takes to send a deferred packet's verdict: the socket, the binding, and what the
+/// checks of a verdict need to know about the packet.
 struct Ticket {
     shared: Arc<Shared>,
     queue: Arc<QueueState>,
+    /// `(copied, original)` lengths when the copy was truncated.
+    truncation: Option<(usize, u32)>,
+    /// See [`min_payload_len`].
+    min_payload: usize,
+}
+
+impl Ticket {
+    /// The verdict to send for packet `id`: `verdict`, or the fallback with the reason it was
+    /// refused.
+    fn checked<'v>(&'v self, verdict: &'v Verdict, id: u32) -> (&'v Verdict, Option<Error>) {
+        match self
+            .queue
+            .refusal(verdict, id, self.truncation, self.min_payload)
+        {
+            Some(err) => {
+                self.shared.counters.bump(Count::FallbackRefused);
+                (&self.queue.fallback, Some(err))
+            }
+            None => (verdict, None),
+        }
+    }
+
+    /// Sends `verdict` for packet `id` while the binding is live. `Ok(false)`: the binding is
+    /// gone and nothing was sent (counted as stale).
+    fn send(&self, id: u32, verdict: &Verdict) -> Result<bool> {
+        // Lock order: the socket, then the binding (as in `VerdictBatch::flush`).
+        let sock = self.shared.get()?;
+        let Some(_live) = self.queue.live() else {
+            self.shared.counters.bump(Count::StaleDiscarded);
+            return Ok(false);
+        };
+        let msg = verdict.msg();
+        let sent = with_scratch(msg.len(), |buf| {
+            netlink::put_verdict(buf, self.queue.num, id, &msg);
+            sock.send(buf.as_slice())
+        });
+        match sent {
+            Ok(()) => {
+                self.shared.counters.bump(Count::Verdicts);
+                Ok(true)
+            }
+            Err(e) => {
+                self.shared.counters.bump(Count::SendErrors);
+                Err(Error::io("send verdict", e))
+            }
+        }
+    }
+
+    /// The packet left the books: decided, or never to be.
+    fn settle(self) {
+        self.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -227,7 +341,6 @@ struct Meta {
     timestamp: Option<SystemTime>,
     hw_addr: Option<([u8; 8], u8)>,
     original_len: u32,
-    copied_len: u32,
     truncated: bool,
 }
 
@@ -351,51 +464,36 @@ impl DeferredPacket {
             .ticket
             .take()
             .expect("a live DeferredPacket has its ticket");
-        let refused =
-            ticket
-                .queue
-                .refusal(&verdict, self.meta.queue, self.meta.id, self.truncation());
-        let verdict = if refused.is_some() {
-            &ticket.queue.fallback
-        } else {
-            &verdict
-        };
-        let sent = SCRATCH.with(|scratch| {
-            let mut buf = scratch.borrow_mut();
-            buf.clear();
-            netlink::put_verdict(&mut buf, self.meta.queue, self.meta.id, &verdict.msg());
-            let result = send(&ticket.shared, &buf);
-            buf.shrink_if_large();
-            result
-        });
-        ticket.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
-        sent?;
-        refused.map_or(Ok(()), Err)
+        let id = self.meta.id;
+        let (verdict, refused) = ticket.checked(&verdict, id);
+        let sent = ticket.send(id, verdict);
+        ticket.settle();
+        match sent {
+            Ok(true) => refused.map_or(Ok(()), Err),
+            Ok(false) => Err(Error::StaleBinding {
+                queue: self.meta.queue,
+                id,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Accepts the packet.
     pub fn accept(self) -> Result<()> {
         self.verdict(Verdict::accept())
     }
-
-    /// `(copied, original)` lengths when the copy was truncated.
-    fn truncation(&self) -> Option<(usize, u32)> {
-        self.meta
-            .truncated
-            .then_some((self.meta.copied_len as usize, self.meta.original_len))
-    }
 }
 
 impl Drop for DeferredPacket {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            let fallback = &ticket.queue.fallback;
-            let mut buf = AlignedBuf::with_capacity(64);
-            netlink::put_verdict(&mut buf, self.meta.queue, self.meta.id, &fallback.msg());
-            // Nothing to report to from a destructor; after the handle closed, the kernel has
-            // released the packet anyway.
-            let _ = send(&ticket.shared, &buf);
-            ticket.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+            // Nothing to report to from a destructor. A binding that is gone gets nothing (its
+            // packet was released, and the id may name a packet of a later binding); after the
+            // handle closed, the kernel has released the packet anyway.
+            if let Ok(true) = ticket.send(self.meta.id, &ticket.queue.fallback) {
+                ticket.shared.counters.bump(Count::FallbackUndecided);
+            }
+            ticket.settle();
         }
     }
 }
@@ -414,6 +512,25 @@ impl fmt::Debug for DeferredPacket {
 thread_local! {
     /// Reused buffer for single deferred verdicts, so that deciding a packet does not allocate.
     static SCRATCH: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::with_capacity(256));
+}
+
+/// Runs `build` on an empty buffer: this thread's reused one when it is there, else a fresh
+/// one. Verdicts are sent from destructors too, including those of thread-locals, where the
+/// scratch buffer may already be gone (or be in use, one frame up): never panic for that.
+fn with_scratch<R>(len: usize, build: impl FnOnce(&mut AlignedBuf) -> R) -> R {
+    let mut build = Some(build);
+    let reused = SCRATCH.try_with(|scratch| {
+        let mut buf = scratch.try_borrow_mut().ok()?;
+        buf.clear();
+        let result = (build.take().expect("called once"))(&mut buf);
+        buf.clear();
+        buf.shrink_if_large();
+        Some(result)
+    });
+    match reused {
+        Ok(Some(result)) => result,
+        _ => (build.take().expect("not called yet"))(&mut AlignedBuf::with_capacity(len)),
+    }
 }
 
 fn send(shared: &Shared, buf: &AlignedBuf) -> Result<()> {
@@ -464,7 +581,15 @@ impl VerdictSender {
             verdict.action().raw(),
             verdict.mark(),
         );
-        send(&self.shared, &buf)
+        send(&self.shared, &buf)?;
+        self.shared.counters.bump(Count::RangeVerdicts);
+        Ok(())
+    }
+
+    /// A snapshot of the counters of the handle this sender belongs to (see
+    /// [`Handle::counters`](crate::Handle::counters)).
+    pub fn counters(&self) -> crate::Counters {
+        self.shared.counters.snapshot()
     }
 
     /// `true` once the handle was dropped.
@@ -477,7 +602,7 @@ impl VerdictSender {
         VerdictBatch {
             shared: Arc::clone(&self.shared),
             buf: AlignedBuf::with_capacity(4096),
-            tickets: Vec::with_capacity(max_packets.clamp(1, 1024)),
+            entries: Vec::with_capacity(max_packets.clamp(1, 1024)),
             max_packets: max_packets.max(1),
         }
     }
@@ -508,7 +633,8 @@ impl fmt::Debug for VerdictSender {
 pub struct VerdictBatch {
     shared: Arc<Shared>,
     buf: AlignedBuf,
-    tickets: Vec<Arc<QueueState>>,
+    /// One per message in `buf`: the packet's binding and where its message ends.
+    entries: Vec<(Arc<QueueState>, usize)>,
     max_packets: usize,
 }
 
@@ -517,7 +643,10 @@ const FLUSH_BYTES: usize = 64 * 1024;
 impl VerdictBatch {
     /// Adds a packet's verdict; sends the batch when it is full. A packet of another handle is
     /// decided on its own, at once. A refused verdict ([`Error::TruncatedPayload`],
-    /// [`Error::InvalidVerdict`]) is replaced by the queue's fallback and reported.
+    /// [`Error::PayloadTooShort`], [`Error::InvalidVerdict`]) is replaced by the queue's
+    /// fallback and reported. A packet of an earlier binding of its queue is not added
+    /// ([`Error::StaleBinding`]); one whose binding goes away before the batch is sent is left
+    /// out then (and counted in [`Counters::stale_discarded`](crate::Counters::stale_discarded)).
     #[doc(alias = "nfq_set_verdict")]
     pub fn push(&mut self, mut packet: DeferredPacket, verdict: Verdict) -> Result<()> {
         if !Arc::ptr_eq(
@@ -527,39 +656,100 @@ impl VerdictBatch {
             return packet.verdict(verdict);
         }
         let ticket = packet.ticket.take().expect("live ticket");
-        let refused = ticket.queue.refusal(
-            &verdict,
-            packet.meta.queue,
-            packet.meta.id,
-            packet.truncation(),
-        );
-        let verdict = if refused.is_some() {
-            &ticket.queue.fallback
-        } else {
-            &verdict
-        };
+        let id = packet.meta.id;
+        if ticket.queue.live().is_none() {
+            self.shared.counters.bump(Count::StaleDiscarded);
+            ticket.settle();
+            return Err(Error::StaleBinding {
+                queue: packet.meta.queue,
+                id,
+            });
+        }
+        let (verdict, refused) = ticket.checked(&verdict, id);
         let msg = verdict.msg();
         let mut result = Ok(());
         if !self.buf.is_empty() && self.buf.len() + msg.len() > FLUSH_BYTES {
             result = self.flush();
         }
-        netlink::put_verdict(&mut self.buf, packet.meta.queue, packet.meta.id, &msg);
-        self.tickets.push(ticket.queue);
-        if self.tickets.len() >= self.max_packets {
+        netlink::put_verdict(&mut self.buf, packet.meta.queue, id, &msg);
+        // The batch now holds the packet's place in the books: `flush` settles it.
+        self.entries.push((ticket.queue, self.buf.len()));
+        if self.entries.len() >= self.max_packets {
             result = result.and(self.flush());
         }
         result.and(refused.map_or(Ok(()), Err))
     }
 
-    /// Sends the collected verdicts now.
+    /// Sends the collected verdicts now, leaving out those whose binding went away since they
+    /// were added.
     pub fn flush(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.entries.is_empty() {
             return Ok(());
         }
-        let result = send(&self.shared, &self.buf);
+        let sock = match self.shared.get() {
+            Ok(sock) => sock,
+            Err(e) => {
+                // The handle is gone, and with it every packet: nothing to send.
+                self.buf.clear();
+                for (queue, _) in self.entries.drain(..) {
+                    queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(e);
+            }
+        };
+        // Hold every binding's read lock across the send (each lock once: a second read lock of
+        // the same lock could wait behind a writer), so none can be unbound meanwhile.
+        let mut bindings: Vec<&Arc<QueueState>> = Vec::new();
+        for (queue, _) in &self.entries {
+            if !bindings.iter().any(|b| Arc::ptr_eq(b, queue)) {
+                bindings.push(queue);
+            }
+        }
+        let guards: Vec<_> = bindings.iter().map(|b| (*b, b.live())).collect();
+        let is_live = |queue: &Arc<QueueState>| {
+            guards
+                .iter()
+                .any(|(b, guard)| Arc::ptr_eq(b, queue) && guard.is_some())
+        };
+        let stale = self.entries.iter().filter(|(q, _)| !is_live(q)).count();
+        let sent = self.entries.len() - stale;
+        let send = |buf: &AlignedBuf| {
+            sock.send(buf.as_slice())
+                .map_err(|e| Error::io("send verdicts", e))
+        };
+        let result = if stale == 0 {
+            send(&self.buf)
+        } else {
+            let mut live = AlignedBuf::with_capacity(self.buf.len());
+            let mut start = 0;
+            for (queue, end) in &self.entries {
+                if is_live(queue) {
+                    let bytes = &self.buf.as_slice()[start..*end];
+                    let at = live.len();
+                    live.reserve(bytes.len());
+                    live.whole_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+                    live.set_len(at + bytes.len());
+                }
+                start = *end;
+            }
+            self.shared
+                .counters
+                .add(Count::StaleDiscarded, stale as u64);
+            if live.is_empty() {
+                Ok(())
+            } else {
+                send(&live)
+            }
+        };
+        drop(guards);
+        drop(sock);
+        match &result {
+            Ok(()) => self.shared.counters.add(Count::Verdicts, sent as u64),
+            Err(_) => self.shared.counters.bump(Count::SendErrors),
+        }
         self.buf.clear();
         self.buf.shrink_if_large();
-        for queue in self.tickets.drain(..) {
+        for (queue, _) in self.entries.drain(..) {
             queue.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
         result
@@ -567,12 +757,12 @@ impl VerdictBatch {
 
     /// Number of verdicts collected and not sent yet.
     pub fn len(&self) -> usize {
-        self.tickets.len()
+        self.entries.len()
     }
 
     /// `true` when no verdict waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -586,7 +776,7 @@ impl Drop for VerdictBatch {
 impl fmt::Debug for VerdictBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerdictBatch")
-            .field("pending", &self.tickets.len())
+            .field("pending", &self.entries.len())
             .finish_non_exhaustive()
     }
 }

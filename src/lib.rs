@@ -67,12 +67,14 @@
 #![warn(missing_docs)]
 
 mod config;
+mod counters;
 mod deferred;
 mod error;
 mod handle;
 mod netlink;
 mod packet;
 pub mod pkt;
+mod pull;
 mod queue;
 mod socket;
 mod stats;
@@ -83,10 +85,14 @@ pub mod tokio;
 mod verdict;
 
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};
+pub use counters::Counters;
 pub use deferred::{DeferredPacket, Handled, Pending, VerdictBatch, VerdictSender};
 pub use error::{Error, Result};
-pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER};
+pub use handle::{
+    Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BATCH_TIME_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER,
+};
 pub use packet::{Hook, Packet, SkbInfo};
+pub use pull::Receiver;
 pub use queue::Queue;
 pub use stats::QueueStats;
 pub use stop::Shutdown;

@@ -318,6 +318,41 @@ pub(crate) struct Answer {
     pub(crate) cmd: Option<u8>,
 }
 
+impl Answer {
+    /// `true` for an answer about a verdict (single or range).
+    pub(crate) fn is_verdict(&self) -> bool {
+        matches!(self.msg, Some(m) if m == sys::NFQNL_MSG_VERDICT || m == sys::NFQNL_MSG_VERDICT_BATCH)
+    }
+}
+
+/// The queue number and packet id of a packet message cut short by the receive buffer:
+/// the kernel writes `NFQA_PACKET_HDR` first, so the first bytes name the packet. `None` when
+/// `partial` does not start with a packet message or its header attribute is cut off too.
+pub(crate) fn truncated_packet(partial: &[u8]) -> Option<(u16, u32)> {
+    // SAFETY: `read_unaligned` of a plain-old-data header from a slice at least that long.
+    let hdr = (partial.len() >= NLMSG_HDRLEN)
+        .then(|| unsafe { ptr::read_unaligned(partial.as_ptr().cast::<libc::nlmsghdr>()) })?;
+    if hdr.nlmsg_type != queue_msg_type(sys::NFQNL_MSG_PACKET) {
+        return None;
+    }
+    let queue = be16(partial, NLMSG_HDRLEN + 2)?;
+    let mut at = NLMSG_HDRLEN + NFGENMSG_LEN;
+    loop {
+        let nla_len = usize::from(u16::from_ne_bytes(
+            partial.get(at..at + 2)?.try_into().ok()?,
+        ));
+        let nla_type = u16::from_ne_bytes(partial.get(at + 2..at + 4)?.try_into().ok()?);
+        if nla_len < NLA_HDRLEN {
+            return None;
+        }
+        if u32::from(nla_type & NLA_TYPE_MASK) == sys::NFQA_PACKET_HDR {
+            let payload = partial.get(at + NLA_HDRLEN..at + nla_len)?;
+            return Some((queue, be32(payload, 0)?));
+        }
+        at += align4(nla_len);
+    }
+}
+
 /// Walks the netlink messages of a received datagram.
 pub(crate) struct Messages<'a> {
     buf: &'a [u8],

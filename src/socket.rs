@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nfq_sys as sys;
 
+use crate::counters::CounterCells;
 use crate::error::{Error, Result};
 use crate::netlink::AlignedBuf;
 
@@ -115,16 +116,18 @@ impl Socket {
                 };
             }
             let len = rc as usize;
+            if from.nl_pid != 0 {
+                continue; // not from the kernel
+            }
             if len > space.len() {
-                return Err(Error::MessageTruncated {
-                    len,
-                    capacity: space.len(),
-                });
+                // The datagram was cut (MSG_TRUNC gave its real length): what fits is in
+                // `buf`, for the caller to read the packet's id from.
+                let capacity = space.len();
+                buf.set_len(capacity);
+                return Err(Error::MessageTruncated { len, capacity });
             }
-            if from.nl_pid == 0 {
-                buf.set_len(len);
-                return Ok(Some(len));
-            }
+            buf.set_len(len);
+            return Ok(Some(len));
         }
     }
 
@@ -218,6 +221,8 @@ pub(crate) struct Shared {
     sock: RwLock<Option<Socket>>,
     pub(crate) fd: RawFd,
     pub(crate) portid: u32,
+    /// What the handle and every sender on its socket counted.
+    pub(crate) counters: CounterCells,
 }
 
 impl Shared {
@@ -226,6 +231,7 @@ impl Shared {
             fd: sock.fd,
             portid: sock.portid,
             sock: RwLock::new(Some(sock)),
+            counters: CounterCells::default(),
         }
     }
 
