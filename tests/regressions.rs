@@ -514,7 +514,21 @@ fn dropping_a_queue_of_a_flooded_socket_returns_promptly() {
     );
     regress::wait_unlisted(&ns, FLOODED);
 
-    // The handle keeps serving the other queue.
+    // The handle keeps serving the other queue, once it has read what the flood left in the
+    // socket (a message arriving at a full socket is lost, whoever the consumer).
+    let start = Instant::now();
+    let mut drained = Vec::new();
+    loop {
+        match handle.process() {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => drained.push(e),
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the flood's leftovers are never drained: {drained:?}"
+        );
+    }
     other.send(&["other 1"]);
     let errors = pump(&handle, || len_of(&seen_other) >= 1);
     assert_eq!(*seen_other.lock().unwrap(), ["other 1"], "{errors:?}");
@@ -540,10 +554,23 @@ fn quick_start_callback(packet: &libnfq::Packet<'_>) -> Verdict {
     }
 }
 
-/// Sends `"after <i>"` one at a time and waits for each at the receiver (still deciding), then
-/// a 2000-byte datagram that the policy drops. `runner` describes the consumer thread's state
-/// for failure messages.
-fn still_deciding(flow: &Flow, runner: &dyn Fn() -> String) {
+/// Waits until the blast's packets are decided (none waits in the kernel any more), then sends
+/// `"after <i>"` one at a time and waits for each at the receiver (still deciding), then a
+/// 2000-byte datagram that the policy drops. `runner` describes the consumer thread's state for
+/// failure messages.
+fn still_deciding(ns: &Netns, flow: &Flow, runner: &dyn Fn() -> String) {
+    assert!(
+        support::wait_until(DEADLINE, || queued(ns, 0) == 0),
+        "the blast's packets are not all decided: {:?}; {}",
+        ns.queue_stat(0),
+        runner()
+    );
+    // Empty the receiver, which the accepted part of the blast may have filled (a datagram
+    // arriving at a full UDP socket is lost).
+    let blasted = flow
+        .sink
+        .recv_until_quiet(Duration::from_millis(100), usize::MAX);
+    assert!(blasted.iter().all(|d| d.starts_with(b"blast ")));
     for i in 0..3 {
         let text = format!("after {i}");
         flow.send(&[&text]);
@@ -552,7 +579,13 @@ fn still_deciding(flow: &Flow, runner: &dyn Fn() -> String) {
             let got = flow
                 .sink
                 .recv_one(DEADLINE.saturating_sub(start.elapsed()))
-                .unwrap_or_else(|| panic!("{text:?} did not arrive after the blast; {}", runner()));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{text:?} did not arrive after the blast; {:?}; {}",
+                        ns.queue_stat(0),
+                        runner()
+                    )
+                });
             if got == text.as_bytes() {
                 break;
             }
@@ -598,7 +631,7 @@ fn quick_start_run_survives_an_unpaced_blast() {
         st.user_dropped > 0,
         "the blast must overrun the socket: {st:?}"
     );
-    still_deciding(&flow, &|| match done_rx.try_recv() {
+    still_deciding(&ns, &flow, &|| match done_rx.try_recv() {
         Ok(returned) => format!("run() returned {returned}"),
         Err(_) => "run() is still running".to_string(),
     });
@@ -633,9 +666,16 @@ fn quick_start_run_until_survives_an_unpaced_blast_and_counts_overruns() {
     if let Ok(returned) = done_rx.recv_timeout(Duration::from_millis(500)) {
         panic!("run_until() returned before the shutdown: {returned:?}");
     }
-    still_deciding(&flow, &|| match done_rx.try_recv() {
+    still_deciding(&ns, &flow, &|| match done_rx.try_recv() {
         Ok(returned) => format!("run_until() returned {returned:?}"),
-        Err(_) => "run_until() is still running".to_string(),
+        Err(_) => {
+            // Stop it, to show its counters.
+            shutdown.trigger();
+            match done_rx.recv_timeout(DEADLINE) {
+                Ok(counters) => format!("run_until() was still running; counters {counters:?}"),
+                Err(_) => "run_until() was still running and ignored the shutdown".to_string(),
+            }
+        }
     });
     shutdown.trigger();
     let counters = done_rx

@@ -1,6 +1,7 @@
-//! Issue 10 through the dispatch path (feature `fuzzing`: `Handle::dispatch_for_fuzzing`):
+//! Issue 10 through the dispatch path (feature `fuzzing`: `Handle::dispatch_for_fuzzing`, which
+//! dispatches to queues registered with `Handle::register_for_fuzzing`):
 //! - defect 6: a malformed `NFQA_TIMESTAMP` must not panic (`Packet::timestamp`, `defer`), and
-//!   a deferral leaves the queue's bookkeeping consistent (range verdicts go on);
+//!   a deferral leaves the queue's bookkeeping whole;
 //! - defect 11: `dispatch_for_fuzzing` called from inside a callback is refused
 //!   (`Error::Reentrant`) and leaves the outer pass's verdicts alone; and it never sends a
 //!   verdict, even with a batch limit of 1 (a forged message for a really queued packet id must
@@ -75,87 +76,73 @@ const BAD_TIMESTAMP: [u8; 16] = [0xff; 16];
 // ---------------------------------------------------------------------------------------------
 // Defect 6.
 
-#[test]
-fn malformed_timestamp_does_not_panic_a_callback() {
-    let Some(_ns) = support::enter!() else { return };
-    const Q: u16 = 90;
-    let seen = Mutex::new(Vec::new());
-    let handle = open_handle();
-    let _queue = handle
-        .queue(Q, QueueConfig::new(), |p| {
-            seen.lock().unwrap().push(format!("{:?}", p.timestamp()));
-            Verdict::accept()
-        })
-        .unwrap();
-    let msg = packet_message(Q, 7, Some(BAD_TIMESTAMP), b"bad timestamp");
+/// Dispatches `msg`, failing with the panic's text if dispatching panics.
+fn dispatch_without_panic(handle: &Handle<'_>, msg: &[u8], what: &str) -> (usize, Vec<Error>) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handle.dispatch_for_fuzzing(&msg)
+        handle.dispatch_for_fuzzing(msg)
     }));
     let result = outcome.unwrap_or_else(|p| {
         panic!(
-            "dispatching a malformed timestamp panicked: {}",
+            "{what}: dispatching a malformed timestamp panicked: {}",
             regress::panic_text(p.as_ref())
         )
     });
-    let (dispatched, _errors) = result.expect("dispatch_for_fuzzing");
+    result.unwrap_or_else(|e| panic!("{what}: dispatch_for_fuzzing: {e:?}"))
+}
+
+#[test]
+fn malformed_timestamp_does_not_panic_a_callback() {
+    const Q: u16 = 90;
+    let seen = Mutex::new(Vec::new());
+    let handle = Handle::open().expect("open");
+    handle
+        .register_for_fuzzing(Q, QueueConfig::new(), |p| {
+            seen.lock().unwrap().push(format!("{:?}", p.timestamp()));
+            Verdict::accept()
+        })
+        .expect("register");
+    let msg = packet_message(Q, 7, Some(BAD_TIMESTAMP), b"bad timestamp");
+    let (dispatched, _errors) = dispatch_without_panic(&handle, &msg, "plain callback");
     assert_eq!(dispatched, 1);
     assert_eq!(seen.lock().unwrap().len(), 1, "the callback ran to its end");
 }
 
-/// A deferrable queue defers packets whose text starts with "defer" and accepts the others.
-/// A forged packet with a malformed timestamp is deferred (no panic), its `DeferredPacket`
-/// readable and dropped; then three real packets in one pass must still be decided by one
-/// range verdict (the deferral's bookkeeping was completed and undone).
+/// A deferrable callback defers a packet with a malformed timestamp: no panic, the
+/// `DeferredPacket` is readable, and the queue's bookkeeping is whole (the next packet of the
+/// same queue is dispatched and deferred too; a fuzzing queue's deferred packets send nothing:
+/// their verdicts are refused).
 #[test]
 fn malformed_timestamp_does_not_panic_a_deferral() {
-    let Some(ns) = support::enter!() else { return };
     const Q: u16 = 91;
-    let flow = Flow::new(&ns, Q);
     let deferred: Mutex<Vec<DeferredPacket>> = Mutex::new(Vec::new());
-    let accepted = AtomicUsize::new(0);
-    let handle = open_handle();
-    let _queue = handle
-        .queue_deferrable(Q, QueueConfig::new(), |p: Pending<'_>| {
-            if text_of(p.payload()).starts_with("defer") {
-                let (packet, handled) = p.defer();
-                deferred.lock().unwrap().push(packet);
-                handled
-            } else {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                p.accept()
-            }
+    let handle = Handle::open().expect("open");
+    handle
+        .register_deferrable_for_fuzzing(Q, QueueConfig::new(), |p: Pending<'_>| {
+            let (packet, handled) = p.defer();
+            deferred.lock().unwrap().push(packet);
+            handled
         })
-        .unwrap();
+        .expect("register");
     let msg = packet_message(Q, 777, Some(BAD_TIMESTAMP), b"defer me");
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handle.dispatch_for_fuzzing(&msg)
-    }));
-    let result = outcome.unwrap_or_else(|p| {
-        panic!(
-            "deferring a packet with a malformed timestamp panicked: {}",
-            regress::panic_text(p.as_ref())
-        )
-    });
-    let (dispatched, _errors) = result.expect("dispatch_for_fuzzing");
+    let (dispatched, _errors) = dispatch_without_panic(&handle, &msg, "deferral");
     assert_eq!(dispatched, 1);
-    let packet = regress::take(&deferred)
-        .pop()
-        .expect("the packet was deferred");
-    let _ = format!("{:?} {:?}", packet.timestamp(), packet);
-    drop(packet);
-
-    let before = handle.counters();
-    flow.send(&["real 1", "real 2", "real 3"]);
-    // One pass: the three messages wait in the socket before process() is called.
-    let _errors = pump(&handle, || accepted.load(Ordering::SeqCst) == 3);
-    flow.expect(&["real 1", "real 2", "real 3"], "after the deferral");
-    regress::assert_drained(&ns, Q, regress::DEADLINE, "after the deferral");
-    let after = handle.counters();
-    assert!(
-        after.range_verdicts > before.range_verdicts,
-        "three packets accepted in one pass with no deferred packet outstanding are decided \
-         by a range verdict: before {before:?}, after {after:?}"
+    let msg = packet_message(Q, 778, None, b"defer me too");
+    let (dispatched, _errors) = dispatch_without_panic(&handle, &msg, "the next deferral");
+    assert_eq!(dispatched, 1);
+    let packets = regress::take(&deferred);
+    assert_eq!(
+        packets.iter().map(|p| p.id()).collect::<Vec<_>>(),
+        [777, 778]
     );
+    for packet in packets {
+        let _ = format!("{:?} {:?}", packet.timestamp(), packet);
+        let id = packet.id();
+        let result = packet.accept();
+        assert!(
+            matches!(result, Err(Error::StaleBinding { queue: Q, id: i }) if i == id),
+            "a fuzzing queue's deferred packet sends nothing: {result:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -207,15 +194,18 @@ fn dispatch_for_fuzzing_inside_a_callback_is_refused() {
     regress::assert_drained(&ns, Q, Duration::from_secs(2), "the outer pass");
 }
 
-/// With a batch limit of 1, a forged packet message for an id that really waits in the queue
-/// is dispatched to the callback, which accepts it: the verdict must be discarded (the real
-/// packet stays queued) until the real message is processed.
+/// With a batch limit of 1, a forged packet message for an id that really waits in a bound
+/// queue, next to one for a queue registered for fuzzing whose callback accepts it: neither may
+/// send a verdict (the real packet stays queued until the real message is processed, and no
+/// answer about a verdict for the fuzzing queue comes back).
 #[test]
 fn dispatch_for_fuzzing_never_sends_a_verdict_with_batch_limit_one() {
     let Some(ns) = support::enter!() else { return };
     const Q: u16 = 93;
+    const FUZZ: u16 = 94;
     let flow = Flow::new(&ns, Q);
     let seen = Mutex::new(Vec::new());
+    let fuzz_seen = Mutex::new(Vec::new());
     let handle = open_handle();
     handle.set_batch_limit(1);
     let _queue = handle
@@ -224,24 +214,50 @@ fn dispatch_for_fuzzing_never_sends_a_verdict_with_batch_limit_one() {
             Verdict::accept()
         })
         .unwrap();
+    handle
+        .register_for_fuzzing(FUZZ, QueueConfig::new(), |p| {
+            fuzz_seen
+                .lock()
+                .unwrap()
+                .push((p.id(), text_of(p.payload())));
+            Verdict::accept()
+        })
+        .expect("register");
     flow.send(&["real"]);
     let st = ns.queue_stat(Q).unwrap();
     assert_eq!((st.queued, st.id_sequence), (1, 1), "{st:?}");
 
-    let forged = packet_message(Q, 1, None, b"forged");
-    let (dispatched, _errors) = handle
-        .dispatch_for_fuzzing(&forged)
+    let before = handle.counters();
+    let mut datagram = packet_message(Q, 1, None, b"forged");
+    datagram.extend(packet_message(FUZZ, 1, None, b"fuzz"));
+    let (dispatched, errors) = handle
+        .dispatch_for_fuzzing(&datagram)
         .expect("dispatch_for_fuzzing");
-    assert_eq!(dispatched, 1);
-    assert_eq!(*seen.lock().unwrap(), [(1, "forged".to_string())]);
-    flow.expect(
-        &[],
-        "the forged message's verdict must not release the real packet",
+    assert_eq!(
+        (dispatched, errors.len()),
+        (1, 0),
+        "only the fuzzing queue's packet is dispatched: {errors:?}"
     );
+    assert_eq!(*fuzz_seen.lock().unwrap(), [(1, "fuzz".to_string())]);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the bound queue's callback saw a forged packet"
+    );
+    flow.expect(&[], "the forged message must not release the real packet");
     assert_eq!(queued(&ns, Q), 1, "the real packet still waits");
+    let after = handle.counters();
+    assert_eq!(
+        (after.verdicts, after.range_verdicts),
+        (before.verdicts, before.range_verdicts),
+        "no verdict sent: {before:?} -> {after:?}"
+    );
 
-    let _errors = pump(&handle, || seen.lock().unwrap().len() == 2);
-    assert_eq!(seen.lock().unwrap()[1], (1, "real".to_string()));
+    let errors = pump(&handle, || seen.lock().unwrap().len() == 1);
+    assert_eq!(*seen.lock().unwrap(), [(1, "real".to_string())]);
     flow.expect(&["real"], "the real packet, by its own verdict");
     regress::assert_drained(&ns, Q, Duration::from_secs(2), "the real packet");
+    // A verdict for the unbound fuzzing queue would come back as QueueNotBound.
+    let mut errors = errors;
+    errors.extend(regress::settle(&handle, Duration::from_millis(200)));
+    assert!(errors.is_empty(), "late errors: {errors:?}");
 }
