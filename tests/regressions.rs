@@ -22,13 +22,14 @@ mod support;
 
 use std::cell::RefCell;
 use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use libnfq::{Error, Handle, Queue, QueueConfig, Shutdown, Verdict};
+use libnfq::{sys, Error, Handle, Queue, QueueConfig, Shutdown, Verdict};
 use regress::{
     assert_drained, count, hold_all, open_handle, pump, queued, settle, take, text_of, Flow,
     DEADLINE,
@@ -173,6 +174,7 @@ fn bind_whose_ack_is_lost_leaves_no_orphaned_queue() {
     handle.set_ack_timeout(Duration::from_millis(300));
     let first = handle.queue(LATE, QueueConfig::new(), recorder(&seen_late));
     let first_outcome = format!("{:?}", first.as_ref().map(|_| ()));
+    eprintln!("bind with a lost acknowledgement returned {first_outcome}");
     let late_queue = match first {
         Ok(queue) => queue,
         Err(err) => {
@@ -204,6 +206,73 @@ fn bind_whose_ack_is_lost_leaves_no_orphaned_queue() {
     // Nothing of the flood is left undecided.
     let _errors = pump(&handle, || queued(&ns, FLOODED) == 0);
     drop(late_queue);
+}
+
+/// Binds `queue` on the handle's socket behind the library's back (one raw BIND + copy mode
+/// message on its fd, without an acknowledgement), so that packets of a queue the handle has no
+/// binding for reach it: the state an orphaned bind leaves.
+fn bind_behind_the_back(handle: &Handle<'_>, queue: u16) {
+    // 8-byte aligned room for the message (header 16 + nfgenmsg 4 + two attributes, 8 + 12).
+    let mut buf = [0u64; 32];
+    // SAFETY: `buf` is a zeroed, aligned 256-byte buffer; nfq_nlmsg_put writes the 20-byte
+    // headers at its start and the two nfq_nlmsg_cfg_put_* calls append 8 and 12 bytes of
+    // attributes, well within it. `nlh` points into `buf`, which outlives its uses.
+    let len = unsafe {
+        let nlh = sys::nfq_nlmsg_put(
+            buf.as_mut_ptr().cast(),
+            sys::NFQNL_MSG_CONFIG as i32,
+            u32::from(queue),
+        );
+        sys::nfq_nlmsg_cfg_put_cmd(nlh, libc::AF_INET as u16, sys::NFQNL_CFG_CMD_BIND as u8);
+        sys::nfq_nlmsg_cfg_put_params(nlh, sys::NFQNL_COPY_PACKET as u8, 0xffff);
+        (*nlh).nlmsg_len as usize
+    };
+    assert!(len <= std::mem::size_of_val(&buf));
+    // SAFETY: sends `len` initialized bytes of `buf` on the handle's open netlink socket; with
+    // no address, netlink sends to the kernel.
+    let sent = unsafe { libc::send(handle.as_raw_fd(), buf.as_ptr().cast(), len, 0) };
+    assert_eq!(sent, len as isize, "{}", std::io::Error::last_os_error());
+}
+
+/// Defect 3, second half: packets of a queue bound on the handle's socket but unknown to the
+/// handle (an orphaned bind) must get a decision (drop, counted) instead of waiting for ever,
+/// and the handle's own queues go on.
+#[test]
+fn packets_of_a_queue_the_handle_does_not_know_are_dropped_and_counted() {
+    let Some(ns) = support::enter!() else { return };
+    const KNOWN: u16 = 32;
+    const UNKNOWN: u16 = 33;
+    let known = Flow::new(&ns, KNOWN);
+    let unknown = Flow::new(&ns, UNKNOWN);
+    let seen = Mutex::new(Vec::new());
+    let handle = open_handle();
+    let _queue = handle
+        .queue(KNOWN, QueueConfig::new(), recorder(&seen))
+        .unwrap();
+    bind_behind_the_back(&handle, UNKNOWN);
+    assert!(
+        support::wait_until(DEADLINE, || ns
+            .queue_stat(UNKNOWN)
+            .is_some_and(|s| s.portid == handle.portid() && s.copy_mode == 2)),
+        "the raw bind took: {:?}",
+        ns.queue_stats()
+    );
+    unknown.send(&["stray 1", "stray 2"]);
+    known.send(&["known 1"]);
+    assert_eq!(queued(&ns, UNKNOWN), 2);
+    let _errors = pump(&handle, || len_of(&seen) >= 1);
+    let _errors = settle(&handle, Duration::from_millis(100));
+    assert_drained(
+        &ns,
+        UNKNOWN,
+        PROMPT,
+        "packets of a queue the handle has no binding for",
+    );
+    unknown.expect(&[], "packets of an unknown queue are dropped");
+    known.expect(&["known 1"], "the handle's own queue");
+    assert_eq!(*seen.lock().unwrap(), ["known 1"]);
+    let counters = handle.counters();
+    assert_eq!(counters.fallback_unknown_queue, 2, "{counters:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
