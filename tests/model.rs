@@ -1,7 +1,7 @@
 //! Model-based lifecycle test (issue 10): random sequences of bind / unbind / re-bind / defer /
 //! decide / drop undecided / batch / range verdict / drop a queue inside its callback / panic in
 //! a callback / drop a handle / send traffic, on three queue numbers (reused across bindings) and
-//! two handles (re-opened when dropped), with a worker thread deciding deferred packets, checked
+//! two handles (re-opened when dropped), with two worker threads deciding deferred packets, checked
 //! against a model of what the kernel must observe:
 //!
 //! - every datagram carries a token (`tok <n>`) whose planned fate the model knows; the
@@ -34,6 +34,8 @@ use support::{set_socket_buffer, Buffer, UdpSink};
 
 const QUEUES: [u16; 3] = [110, 111, 112];
 const HANDLES: usize = 2;
+/// Worker threads deciding deferred packets.
+const WORKERS: usize = 2;
 const DEFAULT_STEPS: u64 = 20_000;
 const DEFAULT_SEED: u64 = 0x1d_2024_5eed;
 /// The payload of the panics the model plans (a `&'static str`, silenced in the panic hook).
@@ -107,7 +109,7 @@ fn verdict(accept: bool) -> Verdict {
 enum Plan {
     /// Decided in the callback.
     Inline(bool),
-    /// Deferred to the worker thread, which decides it (`Some`) or drops it undecided (`None`).
+    /// Deferred to a worker thread, which decides it (`Some`) or drops it undecided (`None`).
     Worker(Option<bool>),
     /// Deferred and held; a later step decides it, drops it, batches it, or a range covers it.
     Hold,
@@ -278,23 +280,23 @@ fn program(
     }
 }
 
-/// The worker: decides (or drops) the packets it is handed, records each result.
+/// A worker: decides (or drops) the packets it takes from `jobs`, records each result.
 fn spawn_worker(
-    jobs: mpsc::Receiver<Job>,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
     results: Arc<Mutex<Vec<JobResult>>>,
     done: Arc<AtomicUsize>,
 ) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        for job in jobs {
-            let result = job
-                .verdict
-                .map(|accept| job.packet.verdict(verdict(accept)));
-            results.lock().unwrap().push(JobResult {
-                token: job.token,
-                result,
-            });
-            done.fetch_add(1, Ordering::SeqCst);
-        }
+    thread::spawn(move || loop {
+        let next = jobs.lock().unwrap().recv();
+        let Ok(job) = next else { return };
+        let result = job
+            .verdict
+            .map(|accept| job.packet.verdict(verdict(accept)));
+        results.lock().unwrap().push(JobResult {
+            token: job.token,
+            result,
+        });
+        done.fetch_add(1, Ordering::SeqCst);
     })
 }
 
@@ -1099,7 +1101,16 @@ fn lifecycle_model() {
     let (jobs_tx, jobs_rx) = mpsc::channel();
     let results = Arc::new(Mutex::new(Vec::new()));
     let jobs_done = Arc::new(AtomicUsize::new(0));
-    let worker = spawn_worker(jobs_rx, Arc::clone(&results), Arc::clone(&jobs_done));
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            spawn_worker(
+                Arc::clone(&jobs_rx),
+                Arc::clone(&results),
+                Arc::clone(&jobs_done),
+            )
+        })
+        .collect();
 
     let mut model = Model {
         rng: Rng(seed.max(1)),
@@ -1146,7 +1157,9 @@ fn lifecycle_model() {
         resume_unwind(payload);
     }
     let _ = std::panic::take_hook();
-    worker.join().expect("worker");
+    for worker in workers {
+        worker.join().expect("worker");
+    }
 
     // Wait for the last datagrams, then compare with the model.
     let quiet = Duration::from_millis(500);
