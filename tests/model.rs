@@ -333,6 +333,8 @@ struct Model {
     current: HashMap<u16, u64>,
     next_binding: u64,
     tokens: Vec<Token>,
+    /// The tokens sent to each binding, in order.
+    by_binding: HashMap<u64, Vec<usize>>,
     seen_upto: usize,
     jobs: Option<mpsc::Sender<Job>>,
     results: Arc<Mutex<Vec<JobResult>>>,
@@ -544,10 +546,8 @@ impl Model {
         if self.current.get(&queue) == Some(&binding) {
             self.current.remove(&queue);
         }
-        for (i, t) in self.tokens.iter_mut().enumerate() {
-            if t.binding != Some(binding) {
-                continue;
-            }
+        for &i in self.by_binding.get(&binding).map_or(&[][..], Vec::as_slice) {
+            let t = &mut self.tokens[i];
             match t.state {
                 State::Queued => panic!("token {i} still queued when its binding ended"),
                 State::Held => {
@@ -663,6 +663,9 @@ impl Model {
         for plan in plans {
             let token = self.tokens.len() as u64;
             self.shared.plans.lock().unwrap().insert(token, plan);
+            if let Some(b) = binding {
+                self.by_binding.entry(b).or_default().push(token as usize);
+            }
             self.tokens.push(Token {
                 queue,
                 plan,
@@ -910,12 +913,9 @@ impl Model {
             .range_verdict(queue, up_to, &verdict(accept))
             .unwrap_or_else(|e| panic!("range verdict {queue} up to {up_to}: {e:?}"));
         let mut covered = Vec::new();
-        for (i, t) in self.tokens.iter_mut().enumerate() {
-            if t.binding == Some(binding)
-                && t.state == State::Held
-                && !t.range_covered
-                && t.id.is_some_and(|id| id <= up_to)
-            {
+        for &i in self.by_binding.get(&binding).map_or(&[][..], Vec::as_slice) {
+            let t = &mut self.tokens[i];
+            if t.state == State::Held && !t.range_covered && t.id.is_some_and(|id| id <= up_to) {
                 t.range_covered = true;
                 t.fate = Some(fate_of(accept));
                 covered.push(i);
@@ -945,10 +945,13 @@ impl Model {
                     let line = line.unwrap_or_else(|| panic!("queue {queue} is not listed"));
                     let b = &self.bindings[&binding];
                     let waiting = self
-                        .tokens
+                        .by_binding
+                        .get(&binding)
+                        .map_or(&[][..], Vec::as_slice)
                         .iter()
-                        .filter(|t| {
-                            t.binding == Some(binding) && t.state == State::Held && !t.range_covered
+                        .filter(|&&i| {
+                            let t = &self.tokens[i];
+                            t.state == State::Held && !t.range_covered
                         })
                         .count() as u32;
                     assert_eq!(
@@ -1123,6 +1126,7 @@ fn lifecycle_model() {
         current: HashMap::new(),
         next_binding: 1,
         tokens: Vec::new(),
+        by_binding: HashMap::new(),
         seen_upto: 0,
         jobs: Some(jobs_tx),
         results,
