@@ -563,6 +563,11 @@ impl<'cb> Handle<'cb> {
             for (raw, message) in netlink::messages(&recv.as_slice()[..n]) {
                 match message {
                     Message::Answer(a) if a.seq == seq => answer = Some(a),
+                    // Of a queue unbound without waiting, sent before that unbind: void.
+                    Message::Packet { queue, .. } if self.is_released(queue) => {}
+                    Message::Answer(a) if self.released.borrow().iter().any(|r| r.1 == a.seq) => {
+                        self.answer(&a);
+                    }
                     Message::Other => {}
                     _ => self
                         .backlog

@@ -67,6 +67,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod conntrack;
 mod counters;
 mod deferred;
 mod error;

@@ -210,7 +210,10 @@ impl<'a> Packet<'a> {
     #[doc(alias = "nfq_get_timestamp")]
     pub fn timestamp(&self) -> Option<SystemTime> {
         let (sec, usec) = netlink::timestamp(self.attr(sys::NFQA_TIMESTAMP)?)?;
-        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(sec) + Duration::from_micros(usec))
+        // Checked: the kernel's values are trusted for nothing, and a malformed stamp must not
+        // panic (it reads as absent).
+        let since_epoch = Duration::from_secs(sec).checked_add(Duration::from_micros(usec))?;
+        SystemTime::UNIX_EPOCH.checked_add(since_epoch)
     }
 
     /// The packet bytes from the network header on, as far as the copy range allows; empty in
