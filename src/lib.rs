@@ -63,6 +63,8 @@
 //!
 //! This crate is `MIT OR Apache-2.0`, but it links libnetfilter_queue, which is
 //! GPL-2.0-or-later: a program using it is bound by the GPL.
+// docs.rs builds with a nightly rustdoc and `--cfg docsrs`: label feature-gated items there.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
