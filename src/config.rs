@@ -1,5 +1,7 @@
 //! Queue configuration: plain, validated values.
 
+use crate::error::{Error, Result};
+use crate::owned::DeferCopy;
 use crate::verdict::Verdict;
 
 /// The largest copy range and replacement payload the kernel accepts: a netlink attribute's
@@ -110,6 +112,7 @@ pub struct QueueConfig {
     pub(crate) max_len: Option<u32>,
     pub(crate) flags: QueueFlags,
     pub(crate) fallback: Verdict,
+    pub(crate) defer_copy: DeferCopy,
 }
 
 impl Default for QueueConfig {
@@ -127,6 +130,7 @@ impl QueueConfig {
             max_len: None,
             flags: QueueFlags::empty(),
             fallback: Verdict::drop(),
+            defer_copy: DeferCopy::All,
         }
     }
 
@@ -166,6 +170,37 @@ impl QueueConfig {
         self
     }
 
+    /// Sets what [`Pending::defer`](crate::Pending::defer) copies into a
+    /// [`DeferredPacket`](crate::DeferredPacket) (default [`DeferCopy::All`]); with the tokio
+    /// `AsyncHandle`, what every packet it returns holds. [`DeferCopy::Metadata`] spares
+    /// consumers that decide on metadata the payload copy; unlike [`CopyMode::Meta`] the kernel
+    /// still sends the payload, so a callback can read it before deferring.
+    pub fn defer_copy(mut self, copy: DeferCopy) -> Self {
+        self.defer_copy = copy;
+        self
+    }
+
+    /// Refuses what the kernel would take but turn into dropped packets.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_len == Some(0) {
+            return Err(Error::InvalidConfig {
+                what: "a maximum queue length of 0 makes the kernel drop every packet",
+            });
+        }
+        Ok(())
+    }
+
+    /// About what one packet message of this queue costs in the socket's receive buffer (the
+    /// kernel's `truesize`: the copied bytes, the metadata and the buffer's own bookkeeping),
+    /// counting packets of an ordinary MTU.
+    pub(crate) fn message_cost(&self) -> usize {
+        const OVERHEAD: usize = 1280;
+        match self.copy_mode {
+            CopyMode::None | CopyMode::Meta => OVERHEAD,
+            CopyMode::Packet(range) => OVERHEAD + usize::from(range).clamp(1, 2048),
+        }
+    }
+
     /// The copy mode.
     pub fn get_copy_mode(&self) -> CopyMode {
         self.copy_mode
@@ -181,5 +216,9 @@ impl QueueConfig {
     /// The fallback verdict.
     pub fn get_fallback(&self) -> &Verdict {
         &self.fallback
+    }
+    /// What a deferred packet copies.
+    pub fn get_defer_copy(&self) -> DeferCopy {
+        self.defer_copy
     }
 }

@@ -150,13 +150,19 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod attrs;
 mod config;
+pub mod conntrack;
+mod counters;
 mod deferred;
 mod error;
 mod handle;
 mod netlink;
+mod netns;
+mod owned;
 mod packet;
 pub mod pkt;
+mod pull;
 mod queue;
 mod socket;
 mod stats;
@@ -166,11 +172,17 @@ mod stop;
 pub mod tokio;
 mod verdict;
 
+pub use attrs::{nfqa, Family, Vlan};
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};
+pub use counters::Counters;
 pub use deferred::{DeferredPacket, Handled, Pending, VerdictBatch, VerdictSender};
 pub use error::{Error, Result};
-pub use handle::{Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER};
+pub use handle::{
+    Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BATCH_TIME_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER,
+};
+pub use owned::DeferCopy;
 pub use packet::{Hook, Packet, SkbInfo};
+pub use pull::Receiver;
 pub use queue::Queue;
 pub use stats::QueueStats;
 pub use stop::Shutdown;
