@@ -103,8 +103,9 @@
 //! - **State that cannot be `Send`** (a library handle that is `!Send`, `Rc`-based data): keep
 //!   it in a `thread_local!`, which the callback reads on the thread that calls
 //!   [`Handle::run`]/[`Handle::process`] (callbacks always run there); or drop callbacks
-//!   altogether and pull packets in your own loop (`AsyncHandle::recv` with the `tokio`
-//!   feature), where the code that decides is not stored in the handle and need not be `Send`.
+//!   altogether and pull packets in your own loop ([`Receiver::recv`], or `AsyncHandle::recv`
+//!   with the `tokio` feature), where the code that decides is not stored in the handle and need
+//!   not be `Send`.
 //!
 //! ```no_run
 //! use std::collections::HashMap;
@@ -199,3 +200,8 @@ pub const LIBRARY_VERSION: &str = env!("LIBNFQ_LIBRARY_VERSION");
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The migration guide's Rust snippets are compiled as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/MIGRATING.md")]
+struct MigratingDoctests;

@@ -152,7 +152,7 @@ fn a_failed_rewrite_is_dropped_by_the_default_fallback() {
 }
 
 /// With `fallback(Verdict::accept())`, a rewrite that fails lets the packet through unchanged,
-/// and `process` reports why.
+/// `process` reports why, and the handle counts a refused verdict.
 #[test]
 #[ignore = "needs QueueState::refusal to consult Verdict::refusal() (core send path)"]
 fn a_failed_rewrite_gets_the_queues_fallback() {
@@ -176,6 +176,7 @@ fn a_failed_rewrite_gets_the_queues_fallback() {
     let long: &[u8] = b"a long datagram whose cat is past the copy range";
     let errors = drive(&handle, &sink, &[long], &calls);
     assert_eq!(received(&sink, 1), vec![long.to_vec()]);
+    assert_eq!(handle.counters().fallback_refused, 1);
     assert!(
         matches!(
             errors.as_slice(),
