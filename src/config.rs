@@ -83,6 +83,20 @@ bitflags::bitflags! {
 /// How a queue is set up when it is bound: copy mode, maximum length, flags, and the verdict
 /// it falls back to when its callback cannot give one.
 ///
+/// # Fixed at bind time
+///
+/// The configuration is sent in the bind message itself
+/// ([`Handle::queue`](crate::Handle::queue),
+/// [`Handle::queue_deferrable`](crate::Handle::queue_deferrable)) and is then fixed for the
+/// life of the [`Queue`](crate::Queue): no call changes a bound queue's copy mode, maximum
+/// length, flags or fallback (the C calls `nfq_set_mode`, `nfq_set_queue_maxlen` and
+/// `nfq_set_queue_flags` on a bound queue have no equivalent). To apply a new configuration,
+/// drop the `Queue` (or [`Queue::unbind`](crate::Queue::unbind) it) and bind the number again.
+/// Unbinding makes the kernel drop the packets still waiting in the queue, and until the new
+/// bind the rule's packets are dropped (accepted with `--queue-bypass`). To switch without
+/// losing packets, bind the new configuration on another queue number, then point the rule at
+/// it. [`QueueStats`](crate::QueueStats) shows what the kernel applied.
+///
 /// ```
 /// use libnfq::{CopyMode, QueueConfig, QueueFlags, Verdict};
 /// let config = QueueConfig::new()

@@ -54,6 +54,89 @@
 //! the packet gets the queue's fallback verdict (drop by default) and the panic is resumed on
 //! the caller's thread once the verdicts of that receive were sent.
 //!
+//! # Callbacks must be `Send`
+//!
+//! [`Handle::queue`] and [`Handle::queue_deferrable`] take callbacks that are `Send`: a
+//! [`Handle`] is `Send` (a program may move it, callbacks included, to the thread that runs it),
+//! so whatever a callback owns or borrows must be `Send` too, even in a program that never
+//! starts a thread. A callback capturing an `Rc`, a reference to a `RefCell` or `Cell`, a
+//! `Box<dyn Trait>` without `+ Send`, or a library object that is not `Send` does not compile:
+//!
+//! ```compile_fail,E0277
+//! use std::{cell::RefCell, rc::Rc};
+//! use libnfq::{Handle, QueueConfig, Verdict};
+//!
+//! # fn main() -> libnfq::Result<()> {
+//! let handle = Handle::open()?;
+//! let seen = Rc::new(RefCell::new(0u64));
+//! let counter = Rc::clone(&seen);
+//! let _queue = handle.queue(0, QueueConfig::new(), move |_packet| {
+//!     *counter.borrow_mut() += 1;
+//!     Verdict::accept()
+//! })?;
+//! # Ok(()) }
+//! ```
+//!
+//! rustc then points at the closure and at the `Send` bound of `Handle::queue`:
+//!
+//! ```text
+//! error[E0277]: `Rc<RefCell<u64>>` cannot be sent between threads safely
+//!    |     let _queue = handle.queue(0, QueueConfig::new(), move |_packet| {
+//!    |                         -----                        ------------- within this `{closure@src/main.rs:..}`
+//!    |                         required by a bound introduced by this call
+//!    = help: within `{closure@src/main.rs:..}`, the trait `Send` is not implemented for `Rc<RefCell<u64>>`
+//! note: required by a bound in `Handle::<'cb>::queue`
+//!    |         F: FnMut(&Packet<'_>) -> Verdict + Send + 'cb,
+//!    |                                            ^^^^ required by this bound in `Handle::<'cb>::queue`
+//! ```
+//!
+//! (for a boxed trait object: "`` `dyn Policy` cannot be sent between threads safely ``"). The
+//! usual fixes:
+//!
+//! - **Let the closure own its state** (`move`): a struct, `Vec` or `HashMap` used only by the
+//!   callback needs no `Rc<RefCell<_>>`.
+//! - **Borrow `Sync` state**: a callback may borrow locals declared before the handle (the
+//!   `'cb` lifetime), so share counters and tables with the code around it as `&AtomicU64` or
+//!   `&Mutex<T>` instead of `&Cell`/`&RefCell`; with `'static` callbacks or other threads,
+//!   `Arc<AtomicU64>` / `Arc<Mutex<T>>` instead of `Rc<RefCell<T>>`.
+//! - **Trait objects**: `Box<dyn Policy + Send>`, or declare `trait Policy: Send`.
+//! - **State that cannot be `Send`** (a library handle that is `!Send`, `Rc`-based data): keep
+//!   it in a `thread_local!`, which the callback reads on the thread that calls
+//!   [`Handle::run`]/[`Handle::process`] (callbacks always run there); or drop callbacks
+//!   altogether and pull packets in your own loop ([`Receiver::recv`], or `AsyncHandle::recv`
+//!   with the `tokio` feature), where the code that decides is not stored in the handle and need
+//!   not be `Send`.
+//!
+//! ```no_run
+//! use std::collections::HashMap;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use libnfq::{Handle, Packet, QueueConfig, Verdict};
+//!
+//! trait Policy: Send {
+//!     fn decide(&mut self, packet: &Packet<'_>) -> Verdict;
+//! }
+//! struct AcceptAll;
+//! impl Policy for AcceptAll {
+//!     fn decide(&mut self, _: &Packet<'_>) -> Verdict {
+//!         Verdict::accept()
+//!     }
+//! }
+//!
+//! # fn main() -> libnfq::Result<()> {
+//! let seen = AtomicU64::new(0); // declared before the handle: callbacks may borrow it
+//! let handle = Handle::open()?;
+//! let mut policy: Box<dyn Policy> = Box::new(AcceptAll); // `Policy: Send`
+//! let mut per_mark: HashMap<u32, u64> = HashMap::new(); // moved into the callback
+//! let seen_ref = &seen; // the callback moves the reference, `seen` stays here
+//! let _queue = handle.queue(0, QueueConfig::new(), move |packet| {
+//!     seen_ref.fetch_add(1, Ordering::Relaxed);
+//!     *per_mark.entry(packet.mark()).or_default() += 1;
+//!     policy.decide(packet)
+//! })?;
+//! handle.run()
+//! # }
+//! ```
+//!
 //! # Privileges
 //!
 //! Binding a queue needs `CAP_NET_ADMIN` in the network namespace: run as root, give the binary
@@ -63,6 +146,8 @@
 //!
 //! This crate is `MIT OR Apache-2.0`, but it links libnetfilter_queue, which is
 //! GPL-2.0-or-later: a program using it is bound by the GPL.
+// docs.rs builds with a nightly rustdoc and `--cfg docsrs`: label feature-gated items there.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -115,3 +200,8 @@ pub const LIBRARY_VERSION: &str = env!("LIBNFQ_LIBRARY_VERSION");
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The migration guide's Rust snippets are compiled as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/MIGRATING.md")]
+struct MigratingDoctests;
