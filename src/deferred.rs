@@ -85,6 +85,10 @@ impl QueueState {
         min_payload: usize,
     ) -> Option<Error> {
         let queue = self.num;
+        // A verdict that already knows it failed (a rewrite that could not be made).
+        if let Some(err) = verdict.refusal() {
+            return Some(err);
+        }
         if let Some(payload) = verdict.payload() {
             if let Some((copied, original)) = truncated {
                 return Some(Error::TruncatedPayload {

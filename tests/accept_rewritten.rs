@@ -154,7 +154,6 @@ fn a_failed_rewrite_is_dropped_by_the_default_fallback() {
 /// With `fallback(Verdict::accept())`, a rewrite that fails lets the packet through unchanged,
 /// `process` reports why, and the handle counts a refused verdict.
 #[test]
-#[ignore = "needs QueueState::refusal to consult Verdict::refusal() (core send path)"]
 fn a_failed_rewrite_gets_the_queues_fallback() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
