@@ -23,7 +23,10 @@
 //!             Verdict::accept().with_mark(1)
 //!         }
 //!     })?;
-//!     handle.run() // receives packets and sends verdicts until an error
+//!     // Receives packets and sends verdicts. Overload does not end it: buffer overruns and the
+//!     // kernel's late answers about single verdicts are counted (`handle.counters()`); it
+//!     // returns only on a fatal error.
+//!     handle.run()
 //! }
 //! ```
 //!
@@ -37,18 +40,28 @@
 //! - [`Packet`]: a zero-copy view of a queued packet, valid only inside the callback.
 //! - [`Verdict`]: an [`Action`], optionally with a mark and a replacement payload.
 //! - [`Error`]: one error type; the kernel's late answers about verdicts arrive through
-//!   [`Handle::process`] and [`Handle::run`].
+//!   [`Handle::process`]; [`Handle::run`] counts the transient ones and goes on.
+//! - [`Counters`] ([`Handle::counters`]): packets, verdicts and range verdicts, fallback verdicts
+//!   and why, buffer overruns, the kernel's late errors by kind; lock-free.
+//! - [`Receiver`]: the blocking pull API, `recv()` → decide → `verdict()`, for programs (and
+//!   C ports) built around a receive loop instead of callbacks.
 //! - Deferred verdicts: [`Handle::queue_deferrable`] lets a callback turn a [`Pending`] packet
 //!   into an owned [`DeferredPacket`] decided later on any thread (alone, in a
 //!   [`VerdictBatch`], or with [`VerdictSender::range_verdict`]); [`Shutdown`] stops
 //!   [`Handle::run_until`] from another thread or a signal handler.
-//! - [`pkt`]: header views and a checked `pkt_buff` wrapper for rewriting packets.
+//! - [`pkt`]: header views and a checked `pkt_buff` wrapper for rewriting packets
+//!   ([`Verdict::accept_rewritten`] for the common rewrite-and-accept case).
+//! - [`conntrack`]: the packet's connection, decoded ([`Packet::conntrack`]).
+//! - Other network namespaces: [`Handle::open_in_netns`], or adopt a socket with
+//!   [`Handle::from_fd`].
 //! - [`QueueStats`]: the kernel's per-queue counters.
 //! - `tokio` (feature `tokio`): `AsyncHandle`, whose `recv().await` yields [`DeferredPacket`]s.
 //!
-//! Each `process` call takes what is waiting (up to [`DEFAULT_BATCH_LIMIT`] packets), then sends
-//! every verdict in one system call, with consecutive identical verdicts merged into range
-//! verdicts when that is safe; see [Batching](Handle#batching).
+//! Each `process` call takes what is waiting (up to [`DEFAULT_BATCH_LIMIT`] packets) and sends
+//! the verdicts in few system calls, with consecutive identical verdicts merged into range
+//! verdicts when that is safe, while never holding a decided verdict much longer than
+//! [`DEFAULT_BATCH_TIME_LIMIT`] (the first verdict of a burst goes at once); see
+//! [Batching](Handle#batching).
 //!
 //! Callbacks run on the thread that calls `run`/`process`. A panic in a callback is caught:
 //! the packet gets the queue's fallback verdict (drop by default) and the panic is resumed on
