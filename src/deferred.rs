@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
+use crate::attrs::{Family, Vlan};
 use crate::counters::Count;
 use crate::error::{Error, Result};
 use crate::netlink::{self, AlignedBuf};
+use crate::owned::{DeferCopy, OwnedAttrs};
 use crate::packet::{Hook, Packet, SkbInfo};
 use crate::socket::Shared;
 use crate::verdict::Verdict;
@@ -37,16 +39,24 @@ pub(crate) struct QueueState {
     conntrack: bool,
     /// `true` until the binding is retired (unbind, or a bind rolled back).
     live: RwLock<bool>,
+    /// What [`Pending::defer`] copies.
+    defer_copy: DeferCopy,
 }
 
 impl QueueState {
-    pub(crate) fn new(num: u16, fallback: Verdict, conntrack: bool) -> Arc<Self> {
+    pub(crate) fn new(
+        num: u16,
+        fallback: Verdict,
+        conntrack: bool,
+        defer_copy: DeferCopy,
+    ) -> Arc<Self> {
         Arc::new(QueueState {
             num,
             fallback,
             outstanding: AtomicUsize::new(0),
             conntrack,
             live: RwLock::new(true),
+            defer_copy,
         })
     }
 
@@ -75,6 +85,10 @@ impl QueueState {
         min_payload: usize,
     ) -> Option<Error> {
         let queue = self.num;
+        // A verdict that already knows it failed (a rewrite that could not be made).
+        if let Some(err) = verdict.refusal() {
+            return Some(err);
+        }
         if let Some(payload) = verdict.payload() {
             if let Some((copied, original)) = truncated {
                 return Some(Error::TruncatedPayload {
@@ -185,54 +199,49 @@ impl<'a> Pending<'a> {
         self.verdict(Verdict::accept())
     }
 
-    /// Takes the packet out as an owned, `Send` value carrying its metadata and a copy of its
-    /// payload, to decide later from any thread.
+    /// Takes the packet out as an owned, `Send` value carrying its attributes and a copy of its
+    /// payload (all of it, none or a prefix, as the queue's
+    /// [`QueueConfig::defer_copy`](crate::QueueConfig::defer_copy) says), to decide later from
+    /// any thread.
     pub fn defer(self) -> (DeferredPacket, Handled<'a>) {
-        self.defer_inner(true)
+        let copy = self.queue.defer_copy;
+        self.defer_inner(copy)
     }
 
-    /// Like [`Pending::defer`] without copying the payload (only the metadata).
+    /// Like [`Pending::defer`] without copying the payload (only the metadata), whatever the
+    /// queue's setting: [`DeferCopy::Metadata`].
     pub fn defer_metadata(self) -> (DeferredPacket, Handled<'a>) {
-        self.defer_inner(false)
+        self.defer_inner(DeferCopy::Metadata)
     }
 
-    fn defer_inner(self, with_payload: bool) -> (DeferredPacket, Handled<'a>) {
+    /// Like [`Pending::defer`] with `copy` instead of the queue's setting, for this packet.
+    pub fn defer_copying(self, copy: DeferCopy) -> (DeferredPacket, Handled<'a>) {
+        self.defer_inner(copy)
+    }
+
+    fn defer_inner(self, copy: DeferCopy) -> (DeferredPacket, Handled<'a>) {
         let p = &self.packet;
         // Everything that may fail (allocate, read attributes) is done before the bookkeeping
         // below, so that a failure leaves the packet to its callback's caller (fallback).
+        let (attrs, payload) = OwnedAttrs::copy(p, copy);
+        // A prefix that left bytes out would cut the packet if written back, like a copy the
+        // kernel truncated: a replacement payload is then refused.
+        let cut_here = matches!(copy, DeferCopy::Prefix(_)) && payload.len() < p.payload().len();
+        let truncation = if cut_here {
+            Some((payload.len(), p.original_len()))
+        } else {
+            p.is_truncated()
+                .then(|| (p.payload().len(), p.original_len()))
+        };
         let mut owned = DeferredPacket {
             meta: Meta {
                 queue: p.queue_num(),
                 id: p.id(),
-                hw_protocol: p.hw_protocol(),
-                hook: p.hook(),
-                mark: p.mark(),
-                indev: p.indev(),
-                outdev: p.outdev(),
-                physindev: p.physindev(),
-                physoutdev: p.physoutdev(),
-                uid: p.uid(),
-                gid: p.gid(),
-                skb_info: p.skb_info(),
-                timestamp: p.timestamp(),
-                hw_addr: p.hw_addr().map(|a| {
-                    let mut bytes = [0u8; 8];
-                    bytes[..a.len()].copy_from_slice(a);
-                    (bytes, a.len() as u8)
-                }),
-                original_len: p.original_len(),
-                truncated: p.is_truncated(),
+                attrs,
             },
-            payload: if with_payload {
-                p.payload().to_vec()
-            } else {
-                Vec::new()
-            },
+            payload,
             ticket: None,
         };
-        let truncation = p
-            .is_truncated()
-            .then(|| (p.payload().len(), p.original_len()));
         let min_payload = min_payload_len(p);
         self.queue.outstanding.fetch_add(1, Ordering::AcqRel);
         self.deferred.set(true);
@@ -328,20 +337,8 @@ impl Ticket {
 struct Meta {
     queue: u16,
     id: u32,
-    hw_protocol: u16,
-    hook: Hook,
-    mark: u32,
-    indev: Option<u32>,
-    outdev: Option<u32>,
-    physindev: Option<u32>,
-    physoutdev: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    skb_info: SkbInfo,
-    timestamp: Option<SystemTime>,
-    hw_addr: Option<([u8; 8], u8)>,
-    original_len: u32,
-    truncated: bool,
+    /// Every attribute but the payload (see [`OwnedAttrs`]).
+    attrs: OwnedAttrs,
 }
 
 /// A packet taken out of its callback ([`Pending::defer`]): owned, `Send`, and carrying what it
@@ -366,6 +363,13 @@ const _: () = {
 };
 
 impl DeferredPacket {
+    /// A borrowed [`Packet`] view of the owned copy, with every accessor a packet has in its
+    /// callback (the payload being what [`DeferCopy`] kept). Each call walks the copied
+    /// attributes once: keep the view to read several of them.
+    pub fn packet(&self) -> Packet<'_> {
+        self.meta.attrs.view(self.meta.queue, &self.payload)
+    }
+
     /// The packet id.
     pub fn id(&self) -> u32 {
         self.meta.id
@@ -374,69 +378,105 @@ impl DeferredPacket {
     pub fn queue_num(&self) -> u16 {
         self.meta.queue
     }
+    /// See [`Packet::family`].
+    pub fn family(&self) -> Family {
+        self.packet().family()
+    }
     /// See [`Packet::hw_protocol`].
     pub fn hw_protocol(&self) -> u16 {
-        self.meta.hw_protocol
+        self.packet().hw_protocol()
     }
     /// See [`Packet::hook`].
     pub fn hook(&self) -> Hook {
-        self.meta.hook
+        self.packet().hook()
     }
     /// See [`Packet::mark`].
     pub fn mark(&self) -> u32 {
-        self.meta.mark
+        self.packet().mark()
     }
     /// See [`Packet::indev`].
     pub fn indev(&self) -> Option<u32> {
-        self.meta.indev
+        self.packet().indev()
     }
     /// See [`Packet::outdev`].
     pub fn outdev(&self) -> Option<u32> {
-        self.meta.outdev
+        self.packet().outdev()
     }
     /// See [`Packet::physindev`].
     pub fn physindev(&self) -> Option<u32> {
-        self.meta.physindev
+        self.packet().physindev()
     }
     /// See [`Packet::physoutdev`].
     pub fn physoutdev(&self) -> Option<u32> {
-        self.meta.physoutdev
+        self.packet().physoutdev()
     }
     /// See [`Packet::uid`].
     pub fn uid(&self) -> Option<u32> {
-        self.meta.uid
+        self.packet().uid()
     }
     /// See [`Packet::gid`].
     pub fn gid(&self) -> Option<u32> {
-        self.meta.gid
+        self.packet().gid()
+    }
+    /// See [`Packet::secctx`].
+    pub fn secctx(&self) -> Option<&[u8]> {
+        self.packet().secctx()
     }
     /// See [`Packet::skb_info`].
     pub fn skb_info(&self) -> SkbInfo {
-        self.meta.skb_info
+        self.packet().skb_info()
     }
     /// See [`Packet::timestamp`].
     pub fn timestamp(&self) -> Option<SystemTime> {
-        self.meta.timestamp
+        self.packet().timestamp()
     }
     /// See [`Packet::hw_addr`].
     pub fn hw_addr(&self) -> Option<&[u8]> {
-        self.meta
-            .hw_addr
-            .as_ref()
-            .map(|(bytes, len)| &bytes[..usize::from(*len)])
+        self.packet().hw_addr()
     }
-    /// The copied payload; empty when deferred with [`Pending::defer_metadata`] (or in meta
-    /// copy mode).
+    /// The copied payload: all of it, none ([`Pending::defer_metadata`], [`DeferCopy::Metadata`],
+    /// or meta copy mode) or its first bytes ([`DeferCopy::Prefix`]).
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
-    /// See [`Packet::original_len`].
+    /// The packet's length as queued (see [`Packet::original_len`]), also when the owned copy
+    /// left payload bytes out.
     pub fn original_len(&self) -> u32 {
-        self.meta.original_len
+        self.packet().original_len()
     }
-    /// See [`Packet::is_truncated`].
+    /// `true` when [`DeferredPacket::payload`] is shorter than the packet: the kernel's copy
+    /// range cut it, or the owned copy left bytes out ([`DeferCopy`]).
     pub fn is_truncated(&self) -> bool {
-        self.meta.truncated
+        self.packet().is_truncated()
+    }
+    /// See [`Packet::conntrack`].
+    pub fn conntrack(&self) -> Option<crate::conntrack::Conntrack<'_>> {
+        self.packet().conntrack()
+    }
+    /// See [`Packet::conntrack_info`].
+    pub fn conntrack_info(&self) -> Option<crate::conntrack::CtInfo> {
+        self.packet().conntrack_info()
+    }
+    /// See [`Packet::exp`].
+    pub fn exp(&self) -> Option<&[u8]> {
+        self.packet().exp()
+    }
+    /// See [`Packet::vlan`].
+    pub fn vlan(&self) -> Option<Vlan> {
+        self.packet().vlan()
+    }
+    /// See [`Packet::l2_header`].
+    pub fn l2_header(&self) -> Option<&[u8]> {
+        self.packet().l2_header()
+    }
+    /// See [`Packet::priority`].
+    pub fn priority(&self) -> Option<u32> {
+        self.packet().priority()
+    }
+    /// See [`Packet::raw_attr`]: every attribute the kernel sent is in the owned copy (the
+    /// payload as far as it was copied).
+    pub fn raw_attr(&self, nfqa: u16) -> Option<&[u8]> {
+        self.packet().raw_attr(nfqa)
     }
 
     /// A sender for range verdicts and batches on the same handle.
@@ -503,7 +543,7 @@ impl fmt::Debug for DeferredPacket {
         f.debug_struct("DeferredPacket")
             .field("queue", &self.meta.queue)
             .field("id", &self.meta.id)
-            .field("hook", &self.meta.hook)
+            .field("hook", &self.hook())
             .field("payload_len", &self.payload.len())
             .finish_non_exhaustive()
     }

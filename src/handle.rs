@@ -130,11 +130,23 @@ enum Wait<'a> {
 /// # Batching
 ///
 /// Each `process` call receives what is waiting, up to [`Handle::set_batch_limit`] packets
-/// (default 256), dispatches it, then sends all the verdicts in one system call. Consecutive
+/// (default 256), and dispatches it. The verdict of the pass's first packet is sent at once (the
+/// head of a burst never waits for the packets behind it); later verdicts are gathered and sent
+/// together when the oldest has waited [`Handle::set_batch_time_limit`] (default 50 µs), and
+/// at the end of the pass: cheap callbacks share few system calls, slow ones get their verdicts
+/// out about as soon as they are decided. Consecutive
 /// packets of a queue decided with the same plain verdict (no payload) are decided by one
 /// range verdict, but only while no deferred packet of that queue is outstanding, since a range
 /// verdict decides every queued packet up to its id. [`Handle::set_range_verdicts`] turns that
 /// off; a batch limit of 1 sends each verdict as soon as its callback returned.
+///
+/// # Callbacks are `Send`
+///
+/// The handle can be moved to another thread with its callbacks, so they must be `Send`, even
+/// in a single-threaded program: an `Rc` or a `RefCell` captured by reference fails with
+/// `E0277` ("cannot be sent between threads safely"). Use `Arc` and `Mutex` or atomics, or
+/// [`Receiver`](crate::Receiver) and decide in your own loop; see the crate documentation,
+/// "Callbacks must be `Send`".
 ///
 /// ```compile_fail
 /// fn shared<T: Sync>(_: &T) {}
@@ -366,6 +378,7 @@ impl<'cb> Handle<'cb> {
                 num,
                 config.fallback,
                 config.flags.contains(QueueFlags::CONNTRACK),
+                config.defer_copy,
             ),
             run: None,
             max_len: config.max_len,
@@ -563,6 +576,11 @@ impl<'cb> Handle<'cb> {
             for (raw, message) in netlink::messages(&recv.as_slice()[..n]) {
                 match message {
                     Message::Answer(a) if a.seq == seq => answer = Some(a),
+                    // Of a queue unbound without waiting, sent before that unbind: void.
+                    Message::Packet { queue, .. } if self.is_released(queue) => {}
+                    Message::Answer(a) if self.released.borrow().iter().any(|r| r.1 == a.seq) => {
+                        self.answer(&a);
+                    }
                     Message::Other => {}
                     _ => self
                         .backlog

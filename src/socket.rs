@@ -269,3 +269,65 @@ impl std::ops::Deref for SocketGuard<'_> {
         self.0.as_ref().expect("checked by Shared::get")
     }
 }
+
+impl Socket {
+    /// Adopts a netlink socket opened by someone else (`socket(AF_NETLINK, SOCK_RAW or
+    /// SOCK_DGRAM, NETLINK_NETFILTER)`, in whatever network namespace): checked to be one,
+    /// wrapped by libmnl (`mnl_socket_fdopen`), and bound with a kernel-chosen port id when it
+    /// is not bound yet. On error the fd is closed (dropped).
+    pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Socket> {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        const OP: &str = "adopt netlink socket";
+        let raw = fd.as_raw_fd();
+        let opt = |name| {
+            let mut value: libc::c_int = 0;
+            let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: `value`/`len` describe a writable c_int; `raw` is open (owned by `fd`).
+            let rc = unsafe {
+                libc::getsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    name,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if rc < 0 {
+                Err(Error::last_os(OP))
+            } else {
+                Ok(value)
+            }
+        };
+        let refuse = |errno| Err(Error::io(OP, io::Error::from_raw_os_error(errno)));
+        if opt(libc::SO_DOMAIN)? != libc::AF_NETLINK {
+            return refuse(libc::EAFNOSUPPORT);
+        }
+        if opt(libc::SO_PROTOCOL)? != libc::NETLINK_NETFILTER {
+            return refuse(libc::EPROTONOSUPPORT);
+        }
+        if !matches!(opt(libc::SO_TYPE)?, libc::SOCK_RAW | libc::SOCK_DGRAM) {
+            return refuse(libc::ESOCKTNOSUPPORT);
+        }
+        // SAFETY: `raw` is an open netlink socket; on failure libmnl neither closes nor keeps
+        // it (and `fd` still owns it), on success the returned `mnl_socket` holds it.
+        let nl = unsafe { sys::mnl_socket_fdopen(raw) };
+        let nl = NonNull::new(nl).ok_or_else(|| Error::last_os(OP))?;
+        // From here on `sock` owns the fd (closed by `mnl_socket_close` in `Socket::drop`).
+        let fd = fd.into_raw_fd();
+        // SAFETY: `nl` is live; the port id is 0 when the socket is not bound yet.
+        let portid = unsafe { sys::mnl_socket_get_portid(nl.as_ptr()) };
+        let mut sock = Socket { nl, fd, portid };
+        if portid == 0 {
+            // SAFETY: `nl` is live and not bound; AUTOPID lets the kernel pick the port id.
+            if unsafe {
+                sys::mnl_socket_bind(nl.as_ptr(), 0, sys::MNL_SOCKET_AUTOPID as libc::pid_t)
+            } < 0
+            {
+                return Err(Error::last_os(OP));
+            }
+            // SAFETY: `nl` is live and bound.
+            sock.portid = unsafe { sys::mnl_socket_get_portid(nl.as_ptr()) };
+        }
+        Ok(sock)
+    }
+}

@@ -83,6 +83,27 @@ impl AsyncHandle {
         })
     }
 
+    /// Wraps a handle opened another way, for instance in another network namespace
+    /// ([`Handle::open_in_netns`], [`Handle::from_fd`]), and registers its socket with the
+    /// current tokio runtime. Queues it already has keep their callbacks (run from
+    /// [`AsyncHandle::recv`]); queues bound with [`AsyncHandle::bind`] return their packets.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with IO enabled (as `AsyncFd::new` does).
+    pub fn from_handle(handle: Handle<'static>) -> Result<Self> {
+        // SAFETY: as in `open`: the fd is the handle's socket, open until the handle (declared
+        // after `fd`) is dropped.
+        let fd = unsafe {
+            AsyncFd::register_with_interest(SocketFd(handle.as_raw_fd()), Interest::READABLE)
+        }
+        .map_err(|e| Error::io("register with tokio", e.into()))?;
+        Ok(AsyncHandle {
+            fd,
+            handle,
+            ready: Ready::default(),
+        })
+    }
+
     /// Binds queue `num`: its packets are returned by [`AsyncHandle::recv`]. The queue stays
     /// bound until the handle is dropped (or [`AsyncHandle::unbind`]).
     #[doc(alias = "nfq_create_queue")]

@@ -298,10 +298,10 @@ fn read_everything(packet: &libnfq::Packet<'_>) -> usize {
     ] {
         sum += bytes.iter().map(|&b| usize::from(b)).sum::<usize>();
     }
-    sum += packet.conntrack().map_or(0, <[u8]>::len) + packet.original_len() as usize;
+    sum += packet.conntrack().map_or(0, |c| c.as_bytes().len()) + packet.original_len() as usize;
     sum += usize::from(packet.is_truncated()) + packet.skb_info().bits() as usize;
     sum += packet.uid().unwrap_or(0) as usize + packet.gid().unwrap_or(0) as usize;
-    sum += packet.conntrack_info().unwrap_or(0) as usize;
+    sum += packet.conntrack_info().map_or(0, |i| i.raw()) as usize;
     sum += packet
         .timestamp()
         .map_or(0, |t| t.elapsed().map_or(1, |d| d.as_secs() as usize));

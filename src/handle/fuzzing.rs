@@ -72,6 +72,7 @@ impl<'cb> Handle<'cb> {
             num,
             config.fallback.clone(),
             config.flags.contains(QueueFlags::CONNTRACK),
+            config.defer_copy,
         );
         // Never bound: its deferred packets must send nothing.
         state.retire();
