@@ -627,10 +627,12 @@ impl<'cb> Handle<'cb> {
     /// One receive-dispatch-send pass. Returns the packets handled and whether the first
     /// receive found nothing.
     fn process_inner(&self, wait: Wait<'_>) -> Result<(usize, bool)> {
+        // Re-entered from a callback: refused before anything is taken, so that an error noted
+        // earlier in the running pass stays the outer call's to report.
+        let mut recv = self.recv.try_borrow_mut().map_err(|_| Error::Reentrant)?;
         if let Some(err) = self.errors.borrow_mut().pop_front() {
             return Err(err);
         }
-        let mut recv = self.recv.try_borrow_mut().map_err(|_| Error::Reentrant)?;
         self.pass_limit.set(self.batch_limit());
         let mut state = Dispatch::default();
         let mut idle = false;
