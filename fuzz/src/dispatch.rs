@@ -352,14 +352,29 @@ fn read_everything(p: &Packet<'_>) -> usize {
         p.payload(),
         p.hw_addr().unwrap_or(&[]),
         p.secctx().unwrap_or(&[]),
-        p.conntrack().unwrap_or(&[]),
+        p.exp().unwrap_or(&[]),
+        p.l2_header().unwrap_or(&[]),
     ] {
         sum += bytes.iter().map(|&b| usize::from(b)).sum::<usize>();
     }
     sum += p.original_len() as usize + usize::from(p.is_truncated());
-    sum += p.skb_info().bits() as usize;
+    sum += p.skb_info().bits() as usize + p.priority().unwrap_or(0) as usize;
     sum += p.uid().unwrap_or(0) as usize + p.gid().unwrap_or(0) as usize;
-    sum += p.conntrack_info().unwrap_or(0) as usize;
+    black_box((p.conntrack_info(), p.family(), p.vlan()));
+    if let Some(ct) = p.conntrack() {
+        // Its Debug output reads every decoded field.
+        sum += format!("{ct:?}").len() + ct.as_bytes().len();
+        for tuple in [ct.orig(), ct.reply(), ct.master()].into_iter().flatten() {
+            black_box((
+                tuple.src(),
+                tuple.dst(),
+                tuple.src_port(),
+                tuple.icmp_type(),
+            ));
+        }
+        sum += ct.labels().map_or(0, |l| l.iter().count());
+    }
+    black_box(format!("{p:?}"));
     sum += p.timestamp().map_or(0, |t| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.subsec_nanos() as usize)

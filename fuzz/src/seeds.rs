@@ -93,6 +93,48 @@ fn verdict_error(errno: i32, queue: u16, id: u32) -> Chunk {
     }
 }
 
+/// A netlink attribute (padded), `nested` setting NLA_F_NESTED.
+fn nla(kind: u16, nested: bool, payload: &[u8]) -> Vec<u8> {
+    let mut b = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+    b.extend_from_slice(&(kind | if nested { 0x8000 } else { 0 }).to_ne_bytes());
+    b.extend_from_slice(payload);
+    while !b.len().is_multiple_of(4) {
+        b.push(0);
+    }
+    b
+}
+
+/// An `NFQA_CT` payload as ctnetlink writes it: both tuples (10.0.0.1:12345 -> 10.0.0.2:8080,
+/// TCP), status, mark, id, TCP protocol info.
+pub fn conntrack_entry() -> Vec<u8> {
+    let tuple = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16| {
+        let ip = [nla(1, false, &src), nla(2, false, &dst)].concat();
+        let proto = [
+            nla(1, false, &[6]),
+            nla(2, false, &sport.to_be_bytes()),
+            nla(3, false, &dport.to_be_bytes()),
+        ]
+        .concat();
+        [nla(1, true, &ip), nla(2, true, &proto)].concat()
+    };
+    let tcp = [
+        nla(1, false, &[3]),
+        nla(2, false, &[7]),
+        nla(3, false, &[7]),
+    ]
+    .concat();
+    [
+        nla(1, true, &tuple([10, 0, 0, 1], [10, 0, 0, 2], 12345, 8080)),
+        nla(2, true, &tuple([10, 0, 0, 2], [10, 0, 0, 1], 8080, 12345)),
+        nla(3, false, &0x18eu32.to_be_bytes()),
+        nla(8, false, &7u32.to_be_bytes()),
+        nla(12, false, &0xdeadu32.to_be_bytes()),
+        nla(7, false, &300u32.to_be_bytes()),
+        nla(4, true, &nla(1, true, &tcp)),
+    ]
+    .concat()
+}
+
 fn dispatch() -> Vec<(&'static str, Vec<u8>)> {
     use crate::dispatch::encode;
     let udp = named("v4-udp");
@@ -299,6 +341,29 @@ fn dispatch() -> Vec<(&'static str, Vec<u8>)> {
                         0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                     ]),
                     packet(0, 2, &udp, vec![]),
+                ],
+            ),
+        ),
+        (
+            "conntrack",
+            encode(
+                0,
+                &[
+                    packet(
+                        2,
+                        0x51,
+                        &tcp,
+                        vec![
+                            attr(nfqa::CT, &conntrack_entry()),
+                            attr(nfqa::CT_INFO, &be32(0)),
+                        ],
+                    ),
+                    packet(
+                        2,
+                        0x52,
+                        &tcp,
+                        vec![attr(nfqa::CT, &conntrack_entry()[..40])],
+                    ),
                 ],
             ),
         ),

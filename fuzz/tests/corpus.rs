@@ -119,6 +119,7 @@ fn dispatch_seeds_show_defer_and_report_as_designed() {
         // A payload for a copy truncated at u32::MAX bytes is refused.
         ("extreme-values", (2, 0, 1)),
         ("garbage-ends-the-walk", (1, 0, 0)),
+        ("conntrack", (2, 0, 0)),
         ("reentrant", (3, 1, 0)),
         ("no-batching", (4, 1, 0)),
         ("no-range-verdicts", (12, 6, 0)),
@@ -137,4 +138,23 @@ fn dispatch_seeds_show_defer_and_report_as_designed() {
         };
         assert_eq!(run_counted(input), want, "{name}");
     }
+}
+
+/// The conntrack entry of the `conntrack` dispatch seed is what ctnetlink would send.
+#[test]
+fn conntrack_seed_decodes() {
+    let bytes = libnfq_fuzz::seeds::conntrack_entry();
+    let ct = libnfq::conntrack::Conntrack::parse(&bytes);
+    let orig = ct.orig().expect("original tuple");
+    assert_eq!(orig.src(), Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(
+        (orig.protocol(), orig.src_port(), orig.dst_port()),
+        (Some(6), Some(12345), Some(8080))
+    );
+    assert_eq!(ct.reply().unwrap().dst(), Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(
+        (ct.mark(), ct.id(), ct.timeout()),
+        (Some(7), Some(0xdead), Some(300))
+    );
+    assert_eq!(ct.tcp().and_then(|t| t.state()), Some(3));
 }
