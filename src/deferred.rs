@@ -522,6 +522,59 @@ impl DeferredPacket {
     pub fn accept(self) -> Result<()> {
         self.verdict(Verdict::accept())
     }
+
+    /// Decides this packet **and every packet of its binding still queued before it** (ids up
+    /// to this one's, in the kernel's wrap-around order) with `verdict`'s action and mark, in
+    /// one range verdict (`NFQNL_MSG_VERDICT_BATCH`): the safe form of
+    /// [`VerdictSender::range_verdict`], anchored on a packet, so it is sent only while the
+    /// packet's binding lives ([`Error::StaleBinding`] otherwise) and can never reach the
+    /// packets of a later binding of the same queue number.
+    ///
+    /// Deferred packets of the binding with lower ids that are held elsewhere are decided too:
+    /// their own verdicts later come back as [`Error::UnknownPacket`]. A verdict with a payload
+    /// or a connection mark is refused ([`Error::InvalidVerdict`]); the packet then gets its
+    /// queue's fallback.
+    #[doc(alias = "nfq_set_verdict_batch")]
+    pub fn verdict_range(mut self, verdict: &Verdict) -> Result<()> {
+        let ticket = self
+            .ticket
+            .take()
+            .expect("a live DeferredPacket has its ticket");
+        let id = self.meta.id;
+        if !verdict.is_plain() {
+            ticket.shared.counters.bump(Count::FallbackRefused);
+            let sent = ticket.send(id, &ticket.queue.fallback);
+            ticket.settle();
+            sent?;
+            return Err(Error::InvalidVerdict {
+                what: "a range verdict carries only an action and a mark",
+            });
+        }
+        let sent = (|| {
+            let sock = ticket.shared.get()?;
+            let Some(_live) = ticket.queue.live() else {
+                ticket.shared.counters.bump(Count::StaleDiscarded);
+                return Err(Error::StaleBinding {
+                    queue: self.meta.queue,
+                    id,
+                });
+            };
+            let mut buf = AlignedBuf::with_capacity(64);
+            netlink::put_batch_verdict(
+                &mut buf,
+                ticket.queue.num,
+                id,
+                verdict.action().raw(),
+                verdict.mark(),
+            );
+            sock.send(buf.as_slice())
+                .map_err(|e| Error::io("send verdict", e))?;
+            ticket.shared.counters.bump(Count::RangeVerdicts);
+            Ok(())
+        })();
+        ticket.settle();
+        sent
+    }
 }
 
 impl Drop for DeferredPacket {
@@ -605,6 +658,11 @@ impl VerdictSender {
     /// This also decides deferred packets of that queue that are still held somewhere: their
     /// own verdicts later fail with [`Error::UnknownPacket`]. A verdict with a payload is
     /// refused ([`Error::InvalidVerdict`]): the kernel's range verdict carries none.
+    ///
+    /// A queue number names whatever binding holds it when the message arrives: after the
+    /// queue was unbound and bound again, ids restart at 1 and this decides the new binding's
+    /// packets. To decide "up to this packet" safely, use [`DeferredPacket::verdict_range`],
+    /// which is refused once the packet's binding is gone.
     #[doc(alias = "nfq_set_verdict_batch")]
     #[doc(alias = "nfq_set_verdict_batch2")]
     pub fn range_verdict(&self, queue: u16, up_to_id: u32, verdict: &Verdict) -> Result<()> {

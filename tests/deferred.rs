@@ -665,3 +665,61 @@ fn batches_are_kept_to_half_the_shortest_queue() {
         );
     }
 }
+
+#[test]
+fn verdict_range_decides_up_to_its_packet_and_never_a_later_binding() {
+    let Some(ns) = support::enter!() else { return };
+    let sink = UdpSink::bind("127.0.0.1:0");
+    ns.queue_udp_port(sink.port(), 7);
+    let held = Mutex::new(Vec::new());
+    let handle = Handle::open().unwrap();
+    let queue = hold_all(&handle, 7, QueueConfig::new(), &held);
+    send_and_hold(&handle, sink.addr(), 4, &held);
+    let mut packets = std::mem::take(&mut *held.lock().unwrap()).into_iter();
+    let (first, second, third, fourth) = (
+        packets.next().unwrap(),
+        packets.next().unwrap(),
+        packets.next().unwrap(),
+        packets.next().unwrap(),
+    );
+    // Anchored on the third packet: ids 1..=3 accepted in one message.
+    third.verdict_range(&Verdict::accept()).unwrap();
+    assert_eq!(queued(&ns, 7), 1);
+    // Decided by the range: their own (fallback) verdicts come back as unknown packets.
+    drop((first, second));
+    // The fourth stays deferred while its queue is unbound and bound again: its range verdict
+    // is refused and cannot decide the new binding's packet 1.
+    drop(queue);
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    let _again = handle
+        .queue(7, QueueConfig::new(), move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Verdict::accept()
+        })
+        .unwrap();
+    let sock = sender();
+    send_seq(&sock, sink.addr(), 100);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(matches!(
+        fourth.verdict_range(&Verdict::drop()),
+        Err(Error::StaleBinding { queue: 7, id: 4 })
+    ));
+    let errors = drive(&handle, || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    assert!(
+        errors
+            .iter()
+            .all(|e| matches!(e, Error::UnknownPacket { queue: 7, .. })),
+        "{errors:?}"
+    );
+    let got: BTreeSet<u64> = sink
+        .recv_until_quiet(Duration::from_millis(300), 10)
+        .iter()
+        .map(|d| seq_of(d).unwrap())
+        .collect();
+    assert_eq!(got, [0, 1, 2, 100].into_iter().collect());
+    assert_eq!(handle.counters().stale_discarded, 1);
+    assert!(handle.counters().range_verdicts >= 1);
+}
