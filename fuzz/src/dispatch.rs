@@ -70,7 +70,8 @@ pub enum Chunk {
     Error { code: i32, seq: u32, echo: Vec<u8> },
     /// Ends the datagram: dispatch it.
     End,
-    /// Decides the packets deferred so far: bits select per packet (verdict, drop, batch).
+    /// Decides the packets deferred so far: bits select per packet (verdict, verdict with a
+    /// payload, batch, range verdict, drop undecided).
     Settle(u8),
 }
 
@@ -497,10 +498,14 @@ fn settle(handle: &Handle<'_>, seen: &Arc<Mutex<Seen>>, bits: u8) -> usize {
             packet.is_truncated(),
             packet.skb_info(),
         ));
-        let result = match (bits >> (i % 4)) & 3 {
-            0 => packet.verdict(Verdict::accept()),
-            1 => packet.verdict(Verdict::drop().with_payload(vec![0x45; 40]).unwrap()),
+        let payload = || Verdict::drop().with_payload(vec![0x45; 40]).unwrap();
+        let mode = (bits >> (i % 6)) & 7;
+        let result = match mode {
+            0 | 6 => packet.verdict(Verdict::accept()),
+            1 => packet.verdict(payload()),
             2 => batch.push(packet, Verdict::accept()),
+            4 => packet.verdict_range(&Verdict::accept().with_mark(7)),
+            5 => packet.verdict_range(&payload()),
             _ => {
                 drop(packet);
                 continue;
@@ -508,6 +513,9 @@ fn settle(handle: &Handle<'_>, seen: &Arc<Mutex<Seen>>, bits: u8) -> usize {
         };
         match result {
             Err(Error::StaleBinding { queue: q, id: i }) if (q, i) == (queue, id) => {}
+            // A range verdict with a payload is refused as such before its binding is looked
+            // at (its fallback, stale, is not sent either).
+            Err(Error::InvalidVerdict { .. }) if mode == 5 => {}
             other => panic!("deferred packet {queue}/{id} of a fuzzing queue: {other:?}"),
         }
     }

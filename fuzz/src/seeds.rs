@@ -396,7 +396,7 @@ fn dispatch() -> Vec<(&'static str, Vec<u8>)> {
                     packet(1, 3, &udp, vec![]),
                     packet(0, 0x13, &udp, vec![]),
                     Chunk::End,
-                    Chunk::Settle(0xff),
+                    Chunk::Settle(0b0000_0101),
                 ],
             ),
         ),
