@@ -68,19 +68,7 @@ impl AsyncHandle {
     /// # Panics
     /// Outside a tokio runtime with IO enabled (as `AsyncFd::new` does).
     pub fn open() -> Result<Self> {
-        let handle = Handle::open()?;
-        // SAFETY: the fd is the handle's socket, open until the handle is dropped; `fd` is
-        // declared before `handle` in `AsyncHandle`, so it is deregistered (dropped) first, and
-        // `SocketFd::as_raw_fd` always returns that same fd.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(SocketFd(handle.as_raw_fd()), Interest::READABLE)
-        }
-        .map_err(|e| Error::io("register with tokio", e.into()))?;
-        Ok(AsyncHandle {
-            fd,
-            handle,
-            ready: Ready::default(),
-        })
+        AsyncHandle::from_handle(Handle::open()?)
     }
 
     /// Wraps a handle opened another way, for instance in another network namespace
@@ -91,8 +79,9 @@ impl AsyncHandle {
     /// # Panics
     /// Outside a tokio runtime with IO enabled (as `AsyncFd::new` does).
     pub fn from_handle(handle: Handle<'static>) -> Result<Self> {
-        // SAFETY: as in `open`: the fd is the handle's socket, open until the handle (declared
-        // after `fd`) is dropped.
+        // SAFETY: the fd is the handle's socket, open until the handle is dropped; `fd` is
+        // declared before `handle` in `AsyncHandle`, so it is deregistered (dropped) first, and
+        // `SocketFd::as_raw_fd` always returns that same fd.
         let fd = unsafe {
             AsyncFd::register_with_interest(SocketFd(handle.as_raw_fd()), Interest::READABLE)
         }
