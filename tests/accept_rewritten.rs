@@ -13,28 +13,11 @@ use std::time::{Duration, Instant};
 
 use libnfq::pkt::PktError;
 use libnfq::{CopyMode, Error, Handle, QueueConfig, Verdict};
-use support::{udp_send, Log, Netns, UdpSink};
+use support::{udp_send, Log, UdpSink};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(300);
 const POLL: Duration = Duration::from_millis(50);
-
-/// `iptables -A OUTPUT -p udp --dport <port> -j NFQUEUE --queue-num 0`.
-fn queue_output(ns: &Netns, port: u16) {
-    let port = port.to_string();
-    ns.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "0",
-    ]);
-}
 
 /// Sends `sent` while driving `handle` until `expected` callbacks ran and the queue stayed quiet
 /// for [`QUIET`]; returns the errors `process` reported.
@@ -81,7 +64,7 @@ fn received(sink: &UdpSink, expected: usize) -> Vec<Vec<u8>> {
 fn rewrite_and_accept_in_one_expression() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_output(&ns, sink.port());
+    ns.queue_udp_port(sink.port(), 0);
     let calls = Log::new();
     let payloads = Log::new();
     let handle = Handle::open().expect("open");
@@ -119,7 +102,7 @@ fn rewrite_and_accept_in_one_expression() {
 fn a_failed_rewrite_is_dropped_by_the_default_fallback() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_output(&ns, sink.port());
+    ns.queue_udp_port(sink.port(), 0);
     let calls = Log::new();
     let refusals = Log::new();
     let handle = Handle::open().expect("open");
@@ -157,7 +140,7 @@ fn a_failed_rewrite_is_dropped_by_the_default_fallback() {
 fn a_failed_rewrite_gets_the_queues_fallback() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_output(&ns, sink.port());
+    ns.queue_udp_port(sink.port(), 0);
     let calls = Log::new();
     let handle = Handle::open().expect("open");
     let config = QueueConfig::new()

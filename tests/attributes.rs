@@ -201,19 +201,7 @@ fn family_for_ipv4_and_ipv6() {
     assert_eq!(v4.family.raw(), libc::AF_INET as u8);
 
     let sink6 = UdpSink::bind("[::1]:0");
-    let port = sink6.port().to_string();
-    ns.ip6tables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "6",
-    ]);
+    ns.queue_port(true, "OUTPUT", "udp", sink6.port(), 6);
     let v6 = capture_one(6, || {
         support::udp_send(sink6.addr(), &[b"v6"]);
     });

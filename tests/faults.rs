@@ -42,21 +42,9 @@ impl Flow {
     /// Adds the rule (`--queue-bypass` when `bypass`) and binds the sink.
     fn new(ns: &Netns, queue: u16, bypass: bool) -> Flow {
         let sink = UdpSink::bind("127.0.0.1:0");
-        let (port, queue) = (sink.port().to_string(), queue.to_string());
-        let mut rule = vec![
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "--dport",
-            &port,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &queue,
-        ];
+        let mut rule = support::nfqueue_rule("filter", "OUTPUT", "udp", sink.port(), queue);
         if bypass {
-            rule.push("--queue-bypass");
+            rule.push("--queue-bypass".to_owned());
         }
         ns.iptables(&rule);
         Flow { sink }

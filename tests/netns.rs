@@ -81,7 +81,7 @@ fn program(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-fn run(prog: &str, args: &[&str]) {
+fn run<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(prog: &str, args: &[S]) {
     let out = Command::new(program(prog)).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -113,21 +113,9 @@ fn prepare(netns: &Path, queue: u16) -> UdpSink {
     inside(netns, || {
         run("ip", &["link", "set", "lo", "up"]);
         let sink = UdpSink::bind("127.0.0.1:0");
-        let (port, queue) = (sink.port().to_string(), queue.to_string());
         run(
             "iptables",
-            &[
-                "-A",
-                "OUTPUT",
-                "-p",
-                "udp",
-                "--dport",
-                &port,
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                &queue,
-            ],
+            &support::nfqueue_rule("filter", "OUTPUT", "udp", sink.port(), queue),
         );
         sink
     })

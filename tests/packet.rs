@@ -54,7 +54,7 @@ impl Family {
         }
     }
 
-    fn xtables(self, ns: &Netns, args: &[&str]) {
+    fn xtables<S: AsRef<str>>(self, ns: &Netns, args: &[S]) {
         match self {
             Family::V4 => ns.iptables(args),
             Family::V6 => ns.ip6tables(args),
@@ -131,24 +131,7 @@ impl Seen {
 
 /// Appends `-t <table> -A <chain> -p udp --dport <port> -j NFQUEUE --queue-num <queue>`.
 fn queue_rule(ns: &Netns, family: Family, table: &str, chain: &str, port: u16, queue: u16) {
-    let (port, queue) = (port.to_string(), queue.to_string());
-    family.xtables(
-        ns,
-        &[
-            "-t",
-            table,
-            "-A",
-            chain,
-            "-p",
-            "udp",
-            "--dport",
-            &port,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &queue,
-        ],
-    );
+    family.xtables(ns, &support::nfqueue_rule(table, chain, "udp", port, queue));
 }
 
 /// Calls `handle.process()` until `done()` or the deadline (which fails the test).

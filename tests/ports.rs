@@ -294,29 +294,6 @@ fn wait_bound(ns: &Netns, num: u16) -> support::QueueStats {
     ns.queue_stat(num).expect("bound")
 }
 
-/// `iptables`/`ip6tables -A <chain> -p udp --dport <port> -j NFQUEUE --queue-num <queue>`.
-fn queue_udp(ns: &Netns, v6: bool, chain: &str, port: u16, queue: u16) {
-    let port = port.to_string();
-    let queue = queue.to_string();
-    let rule = [
-        "-A",
-        chain,
-        "-p",
-        "udp",
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        &queue,
-    ];
-    if v6 {
-        ns.ip6tables(&rule);
-    } else {
-        ns.iptables(&rule);
-    }
-}
-
 /// The loopback interface's index in the namespace (`ip -o link show lo`: `1: lo: ...`).
 fn lo_index(ns: &Netns) -> u32 {
     let out = ns.ip_output(&["-o", "link", "show", "lo"]);
@@ -429,9 +406,9 @@ fn nfqnl_test_prints_what_the_c_program_prints() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
     let sink6 = UdpSink::bind("[::1]:0");
-    queue_udp(&ns, false, "OUTPUT", sink.port(), 3);
-    queue_udp(&ns, true, "OUTPUT", sink6.port(), 3);
-    queue_udp(&ns, false, "INPUT", INPUT_PORT, 3);
+    ns.queue_udp_port(sink.port(), 3);
+    ns.queue_port(true, "OUTPUT", "udp", sink6.port(), 3);
+    ns.queue_port(false, "INPUT", "udp", INPUT_PORT, 3);
     let lo = lo_index(&ns);
     let (uid, gid) = kernel_ids();
     let input: SocketAddr = ([127, 0, 0, 1], INPUT_PORT).into();
@@ -595,9 +572,9 @@ fn nf_queue_prints_what_the_c_program_prints() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
     let sink6 = UdpSink::bind("[::1]:0");
-    queue_udp(&ns, false, "OUTPUT", sink.port(), 2);
-    queue_udp(&ns, true, "OUTPUT", sink6.port(), 2);
-    queue_udp(&ns, false, "INPUT", INPUT_PORT, 2);
+    ns.queue_udp_port(sink.port(), 2);
+    ns.queue_port(true, "OUTPUT", "udp", sink6.port(), 2);
+    ns.queue_port(false, "INPUT", "udp", INPUT_PORT, 2);
     let input: SocketAddr = ([127, 0, 0, 1], INPUT_PORT).into();
 
     let mut port = Port::spawn(&ns, "nf-queue", &["2"]);
@@ -742,9 +719,9 @@ fn selftest_nf_queue_verbose_lines_and_counts() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
     let sink6 = UdpSink::bind("[::1]:0");
-    queue_udp(&ns, false, "OUTPUT", sink.port(), 5);
-    queue_udp(&ns, true, "OUTPUT", sink6.port(), 5);
-    queue_udp(&ns, false, "INPUT", INPUT_PORT, 5);
+    ns.queue_udp_port(sink.port(), 5);
+    ns.queue_port(true, "OUTPUT", "udp", sink6.port(), 5);
+    ns.queue_port(false, "INPUT", "udp", INPUT_PORT, 5);
     let input: SocketAddr = ([127, 0, 0, 1], INPUT_PORT).into();
 
     // Grouped options and an attached argument, as getopt allows.
@@ -792,7 +769,7 @@ fn selftest_nf_queue_verbose_lines_and_counts() {
 fn selftest_nf_queue_without_gso_gets_segments() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_udp(&ns, false, "OUTPUT", sink.port(), 6);
+    ns.queue_udp_port(sink.port(), 6);
 
     let mut port = Port::spawn(
         &ns,
@@ -818,7 +795,7 @@ fn selftest_nf_queue_without_gso_gets_segments() {
 fn selftest_nf_queue_requeues_with_dst_queue() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_udp(&ns, false, "OUTPUT", sink.port(), 7);
+    ns.queue_udp_port(sink.port(), 7);
     // Queue 8 is held by a socket that never reads: re-queued packets wait there.
     let _dst = RawQueue::bind(8, 0xffff);
 
@@ -854,7 +831,7 @@ fn selftest_nf_queue_fail_open_accepts_what_does_not_fit() {
     let mut got = Vec::new();
     for (queue, fail_open) in [(9u16, true), (10, false)] {
         let sink = UdpSink::bind("127.0.0.1:0");
-        queue_udp(&ns, false, "OUTPUT", sink.port(), queue);
+        ns.queue_udp_port(sink.port(), queue);
         let q = queue.to_string();
         let mut args = vec!["-q", q.as_str(), "-d", "60000"];
         if fail_open {
@@ -894,7 +871,7 @@ fn selftest_nf_queue_reports_a_refused_bind() {
 fn selftest_nf_queue_queue_above_65535_is_queue_0() {
     let Some(ns) = support::enter!() else { return };
     let sink = UdpSink::bind("127.0.0.1:0");
-    queue_udp(&ns, false, "OUTPUT", sink.port(), 0);
+    ns.queue_udp_port(sink.port(), 0);
     // Also: an unknown option is reported by getopt and ignored.
     let port = Port::spawn(
         &ns,

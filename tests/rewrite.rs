@@ -31,28 +31,6 @@ fn loopback(v6: bool) -> &'static str {
     }
 }
 
-/// `iptables -A OUTPUT -p <proto> --dport <port> -j NFQUEUE --queue-num 0` (ip6tables for IPv6).
-fn queue_output(ns: &Netns, v6: bool, proto: &str, port: u16) {
-    let port = port.to_string();
-    let rule = [
-        "-A",
-        "OUTPUT",
-        "-p",
-        proto,
-        "--dport",
-        &port,
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        "0",
-    ];
-    if v6 {
-        ns.ip6tables(&rule);
-    } else {
-        ns.iptables(&rule);
-    }
-}
-
 /// Runs `traffic` on a scoped thread (in the test's namespace) while driving `handle` here,
 /// then drives on until the queue stays quiet for [`QUIET`]. Asserts that `process` reported no
 /// error; returns what `traffic` returned.
@@ -144,7 +122,7 @@ fn udp_rewrite(
     rewrite: impl Fn(&mut PacketBuf) -> Result<bool, PktError> + Sync,
 ) -> (Vec<Vec<u8>>, Vec<PktError>) {
     let sink = UdpSink::bind(loopback(v6));
-    queue_output(ns, v6, "udp", sink.port());
+    ns.queue_port(v6, "OUTPUT", "udp", sink.port(), 0);
     let errors = Log::new();
     let handle = Handle::open().expect("open");
     let _queue = handle
@@ -290,7 +268,7 @@ fn tcp_exchanges(to: SocketAddr, messages: &[&[u8]]) -> std::io::Result<Vec<Vec<
 /// second exchange (sequence numbers untouched) and closes cleanly.
 fn tcp_same_length(ns: &Netns, v6: bool) {
     let echo = TcpEcho::bind(loopback(v6));
-    queue_output(ns, v6, "tcp", echo.addr().port());
+    ns.queue_port(v6, "OUTPUT", "tcp", echo.addr().port(), 0);
     let port = echo.addr().port();
     let seen = Log::new();
     let handle = Handle::open().expect("open");
@@ -421,7 +399,7 @@ fn assert_refused(view: &TruncatedView) {
 /// every change is refused, and the datagram, accepted unchanged, arrives whole.
 fn truncated_udp(ns: &Netns, v6: bool) {
     let sink = UdpSink::bind(loopback(v6));
-    queue_output(ns, v6, "udp", sink.port());
+    ns.queue_port(v6, "OUTPUT", "udp", sink.port(), 0);
     let ip_header = if v6 { 40 } else { 20 };
     let range = (ip_header + 8 + 4) as u16;
     let ((), views) = record_truncated(range, || {
@@ -458,7 +436,7 @@ fn truncated_udp_copies_give_views_v6() {
 /// and the connection works.
 fn truncated_tcp(ns: &Netns, v6: bool) {
     let echo = TcpEcho::bind(loopback(v6));
-    queue_output(ns, v6, "tcp", echo.addr().port());
+    ns.queue_port(v6, "OUTPUT", "tcp", echo.addr().port(), 0);
     let ip_header = if v6 { 40 } else { 20 };
     let (reply, views) = record_truncated(ip_header + 24, || {
         support::tcp_roundtrip(echo.addr(), b"truncated copies", DEADLINE)
@@ -547,7 +525,7 @@ fn malformed_variants(packet: &[u8]) -> Verdicts {
 /// packet, accepted unchanged, arrives.
 fn malformed(ns: &Netns, v6: bool) {
     let sink = UdpSink::bind(loopback(v6));
-    queue_output(ns, v6, "udp", sink.port());
+    ns.queue_port(v6, "OUTPUT", "udp", sink.port(), 0);
     let log = Log::new();
     let handle = Handle::open().expect("open");
     let _queue = handle

@@ -441,20 +441,20 @@ impl Netns {
         stdout
     }
 
-    fn xtables(&self, v6: bool, args: &[&str]) -> String {
+    fn xtables<S: AsRef<str>>(&self, v6: bool, args: &[S]) -> String {
         let mut full = Vec::with_capacity(args.len() + 1);
         full.push("-w");
-        full.extend_from_slice(args);
+        full.extend(args.iter().map(AsRef::as_ref));
         self.run(if v6 { "ip6tables" } else { "iptables" }, &full)
     }
 
     /// `iptables -w <args>` in this namespace; panics with stderr and args on failure.
-    pub fn iptables(&self, args: &[&str]) {
+    pub fn iptables<S: AsRef<str>>(&self, args: &[S]) {
         self.xtables(false, args);
     }
 
     /// `ip6tables -w <args>` in this namespace; panics with stderr and args on failure.
-    pub fn ip6tables(&self, args: &[&str]) {
+    pub fn ip6tables<S: AsRef<str>>(&self, args: &[S]) {
         self.xtables(true, args);
     }
 
@@ -481,19 +481,21 @@ impl Netns {
     /// Sends every UDP datagram to `port` leaving through OUTPUT to NFQUEUE queue `queue`
     /// (`iptables -A OUTPUT -p udp --dport PORT -j NFQUEUE --queue-num QUEUE`).
     pub fn queue_udp_port(&self, port: impl std::fmt::Display, queue: impl std::fmt::Display) {
-        let (port, queue) = (port.to_string(), queue.to_string());
-        self.iptables(&[
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "--dport",
-            &port,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &queue,
-        ]);
+        self.queue_port(false, "OUTPUT", "udp", port, queue);
+    }
+
+    /// Sends every `proto` datagram to `port` passing `chain` (table `filter`) to NFQUEUE queue
+    /// `queue`: `iptables -A CHAIN -p PROTO --dport PORT -j NFQUEUE --queue-num QUEUE`
+    /// (`ip6tables` when `v6`).
+    pub fn queue_port(
+        &self,
+        v6: bool,
+        chain: &str,
+        proto: &str,
+        port: impl std::fmt::Display,
+        queue: impl std::fmt::Display,
+    ) {
+        self.xtables(v6, &nfqueue_rule("filter", chain, proto, port, queue));
     }
 
     /// Packet counter of the rule in `table`/`chain` carrying
@@ -538,6 +540,36 @@ impl Netns {
             .into_iter()
             .find(|q| q.queue_num == queue_num)
     }
+}
+
+/// The iptables/ip6tables arguments
+/// `-t TABLE -A CHAIN -p PROTO --dport PORT -j NFQUEUE --queue-num QUEUE`: a rule sending every
+/// `proto` datagram to `port` passing `table`/`chain` to NFQUEUE queue `queue`. Target options
+/// (`--queue-bypass`) can be pushed onto the end.
+pub fn nfqueue_rule(
+    table: &str,
+    chain: &str,
+    proto: &str,
+    port: impl std::fmt::Display,
+    queue: impl std::fmt::Display,
+) -> Vec<String> {
+    let (port, queue) = (port.to_string(), queue.to_string());
+    [
+        "-t",
+        table,
+        "-A",
+        chain,
+        "-p",
+        proto,
+        "--dport",
+        &port,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        &queue,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// What callbacks record, readable while the handle (which borrows it) is alive.
