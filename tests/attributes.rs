@@ -221,41 +221,13 @@ fn family_for_ipv4_and_ipv6() {
 #[cfg(feature = "fuzzing")]
 mod constructed {
     use super::*;
+    use support::wire::{attr, nested};
 
     const QUEUE: u16 = 9;
 
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(payload);
-        out.resize(out.len().div_ceil(4) * 4, 0);
-        out
-    }
-
-    fn nested(kind: u16, inner: &[Vec<u8>]) -> Vec<u8> {
-        attr(kind | libc::NLA_F_NESTED as u16, &inner.concat())
-    }
-
-    /// A packet message as the kernel lays it out: nlmsghdr, nfgenmsg (`family`, `QUEUE`), the
-    /// packet header (id, hw protocol, hook), then `attrs`.
+    /// A packet message for `QUEUE`, hook number 0.
     fn packet_message(family: u8, id: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
-        let mut hdr = Vec::new();
-        hdr.extend_from_slice(&id.to_be_bytes());
-        hdr.extend_from_slice(&0x0800u16.to_be_bytes());
-        hdr.push(0);
-        let mut body = attr(nfqa::PACKET_HDR, &hdr);
-        body.extend(attrs.concat());
-        let len = 16 + 4 + body.len();
-        let msg_type = ((sys::NFNL_SUBSYS_QUEUE << 8) | sys::NFQNL_MSG_PACKET) as u16;
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&(len as u32).to_ne_bytes());
-        bytes.extend_from_slice(&msg_type.to_ne_bytes());
-        bytes.extend_from_slice(&[0; 10]);
-        bytes.extend_from_slice(&[family, 0]);
-        bytes.extend_from_slice(&QUEUE.to_be_bytes());
-        bytes.extend(body);
-        bytes
+        support::wire::packet_message(family, QUEUE, 0, id, attrs)
     }
 
     /// Everything a callback reads of a constructed packet.

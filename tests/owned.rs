@@ -354,39 +354,17 @@ fn async_handle_packets_have_the_full_view() {
 #[cfg(feature = "fuzzing")]
 mod constructed {
     use super::*;
-    use libnfq::sys;
+    use support::wire::{attr, nested};
 
     const QUEUE: u16 = 15;
 
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(payload);
-        out.resize(out.len().div_ceil(4) * 4, 0);
-        out
-    }
-
+    /// A packet message for `QUEUE`, hook number 2.
     fn packet_message(family: u8, id: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
-        let mut hdr = id.to_be_bytes().to_vec();
-        hdr.extend_from_slice(&0x0800u16.to_be_bytes());
-        hdr.push(2);
-        let mut body = attr(nfqa::PACKET_HDR, &hdr);
-        body.extend(attrs.concat());
-        let len = 16 + 4 + body.len();
-        let msg_type = ((sys::NFNL_SUBSYS_QUEUE << 8) | sys::NFQNL_MSG_PACKET) as u16;
-        let mut bytes = (len as u32).to_ne_bytes().to_vec();
-        bytes.extend_from_slice(&msg_type.to_ne_bytes());
-        bytes.extend_from_slice(&[0; 10]);
-        bytes.extend_from_slice(&[family, 0]);
-        bytes.extend_from_slice(&QUEUE.to_be_bytes());
-        bytes.extend(body);
-        bytes
+        support::wire::packet_message(family, QUEUE, 2, id, attrs)
     }
 
     #[test]
     fn owned_copies_keep_every_attribute() {
-        let nested = |kind: u16, inner: &[Vec<u8>]| attr(kind | 0x8000, &inner.concat());
         let mut hw = 6u16.to_be_bytes().to_vec();
         hw.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 9, 0, 0]);
         let mut ts = 1_700_000_000u64.to_be_bytes().to_vec();

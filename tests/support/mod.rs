@@ -31,6 +31,7 @@
 
 mod rawq;
 mod traffic;
+pub mod wire;
 
 #[allow(unused_imports)]
 pub use rawq::RawQueue;
