@@ -30,7 +30,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libnfq::{DeferredPacket, Error, Handle, Handled, Pending, Queue, QueueConfig, Verdict};
-use support::{set_socket_buffer, Buffer, UdpSink};
+use support::{set_socket_buffer, Buffer, Rng, UdpSink};
 
 const QUEUES: [u16; 3] = [110, 111, 112];
 const HANDLES: usize = 2;
@@ -43,27 +43,6 @@ const PLANNED_PANIC: &str = "model: planned panic in a callback";
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Steps between two full consistency checks (`/proc`, counters).
 const CHECKPOINT_EVERY: u64 = 50;
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-    fn coin(&mut self) -> bool {
-        self.one_in(2)
-    }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -1116,7 +1095,7 @@ fn lifecycle_model() {
         .collect();
 
     let mut model = Model {
-        rng: Rng(seed.max(1)),
+        rng: Rng::new(seed),
         step: 0,
         trail: VecDeque::new(),
         shared: Arc::new(Shared::default()),

@@ -451,21 +451,6 @@ mod constructed {
         drop(owned);
     }
 
-    /// xorshift64*: a seeded generator for the randomized test below.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Random attribute sets (known and unknown numbers, any lengths, nested flags, repeats, a
     /// missing final padding) deferred with random `DeferCopy`s: the owned packet always answers
     /// like the borrowed one. (`NFQA_CAP_LEN`, when sent, is never below the payload's length, as
@@ -476,7 +461,7 @@ mod constructed {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(2000);
-        let mut rng = Rng(0x5eed_0f0b_1ec7);
+        let mut rng = support::Rng::new(0x5eed_0f0b_1ec7);
         let seen: Mutex<Vec<(Borrowed, DeferCopy, DeferredPacket)>> = Mutex::new(Vec::new());
         let copies: Mutex<Vec<DeferCopy>> = Mutex::new(Vec::new());
         let handle = Handle::open().unwrap();

@@ -30,11 +30,14 @@
 #![allow(dead_code)]
 
 mod rawq;
+mod rng;
 mod traffic;
 pub mod wire;
 
 #[allow(unused_imports)]
 pub use rawq::RawQueue;
+#[allow(unused_imports)]
+pub use rng::Rng;
 #[allow(unused_imports)]
 pub use traffic::{
     set_socket_buffer, tcp_roundtrip, udp_send, udp_send_each, Buffer, TcpEcho, UdpSink,
