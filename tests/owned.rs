@@ -51,55 +51,43 @@ fn raw_attrs(get: impl Fn(u16) -> Option<Vec<u8>>) -> Vec<(u16, Vec<u8>)> {
         .collect()
 }
 
+/// Every accessor of `$p`, as a [`View`]: the same calls for a `Packet` and for a
+/// `DeferredPacket`, whose accessors have the same names.
+macro_rules! view_of {
+    ($p:expr) => {{
+        let p = $p;
+        View {
+            id: p.id(),
+            queue: p.queue_num(),
+            family: p.family(),
+            hw_protocol: p.hw_protocol(),
+            hook: p.hook(),
+            mark: p.mark(),
+            devs: [p.indev(), p.outdev(), p.physindev(), p.physoutdev()],
+            uid: p.uid(),
+            gid: p.gid(),
+            secctx: p.secctx().map(<[u8]>::to_vec),
+            skb_info: p.skb_info(),
+            timestamp: p.timestamp(),
+            hw_addr: p.hw_addr().map(<[u8]>::to_vec),
+            conntrack: p.conntrack().map(|c| c.as_bytes().to_vec()),
+            conntrack_info: p.conntrack_info().map(|i| i.raw()),
+            exp: p.exp().map(<[u8]>::to_vec),
+            vlan: p.vlan(),
+            l2: p.l2_header().map(<[u8]>::to_vec),
+            priority: p.priority(),
+            raw: raw_attrs(|n| p.raw_attr(n).map(<[u8]>::to_vec)),
+        }
+    }};
+}
+
 fn view_of_packet(p: &Packet<'_>) -> View {
-    View {
-        id: p.id(),
-        queue: p.queue_num(),
-        family: p.family(),
-        hw_protocol: p.hw_protocol(),
-        hook: p.hook(),
-        mark: p.mark(),
-        devs: [p.indev(), p.outdev(), p.physindev(), p.physoutdev()],
-        uid: p.uid(),
-        gid: p.gid(),
-        secctx: p.secctx().map(<[u8]>::to_vec),
-        skb_info: p.skb_info(),
-        timestamp: p.timestamp(),
-        hw_addr: p.hw_addr().map(<[u8]>::to_vec),
-        conntrack: p.conntrack().map(|c| c.as_bytes().to_vec()),
-        conntrack_info: p.conntrack_info().map(|i| i.raw()),
-        exp: p.exp().map(<[u8]>::to_vec),
-        vlan: p.vlan(),
-        l2: p.l2_header().map(<[u8]>::to_vec),
-        priority: p.priority(),
-        raw: raw_attrs(|n| p.raw_attr(n).map(<[u8]>::to_vec)),
-    }
+    view_of!(p)
 }
 
 /// The same, read through `DeferredPacket`'s own accessors (not its `packet()` view).
 fn view_of_deferred(d: &DeferredPacket) -> View {
-    View {
-        id: d.id(),
-        queue: d.queue_num(),
-        family: d.family(),
-        hw_protocol: d.hw_protocol(),
-        hook: d.hook(),
-        mark: d.mark(),
-        devs: [d.indev(), d.outdev(), d.physindev(), d.physoutdev()],
-        uid: d.uid(),
-        gid: d.gid(),
-        secctx: d.secctx().map(<[u8]>::to_vec),
-        skb_info: d.skb_info(),
-        timestamp: d.timestamp(),
-        hw_addr: d.hw_addr().map(<[u8]>::to_vec),
-        conntrack: d.conntrack().map(|c| c.as_bytes().to_vec()),
-        conntrack_info: d.conntrack_info().map(|i| i.raw()),
-        exp: d.exp().map(<[u8]>::to_vec),
-        vlan: d.vlan(),
-        l2: d.l2_header().map(<[u8]>::to_vec),
-        priority: d.priority(),
-        raw: raw_attrs(|n| d.raw_attr(n).map(<[u8]>::to_vec)),
-    }
+    view_of!(d)
 }
 
 /// What the callback saw of one packet, and the payload-related values.
