@@ -36,13 +36,9 @@ export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_s
 # A shorter soak than the test's default (1,000,000 packets): about 10 s here.
 export NFQ_SOAK_PACKETS="${NFQ_SOAK_PACKETS:-200000}"
 
-args=""
-for t in $TARGETS; do
-    case "$t" in
-        unit) args="$args --lib" ;;
-        *) args="$args --test $t" ;;
-    esac
-done
+. scripts/lib/testbins.sh
+# shellcheck disable=SC2086 # word splitting of $TARGETS is intended
+args=$(cargo_test_selection $TARGETS)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "asan.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
@@ -60,15 +56,7 @@ echo "== built in $(($(date +%s) - start)) s"
 
 status=0
 for t in $TARGETS; do
-    case "$t" in
-        unit) source="src/lib.rs" ;;
-        *) source="tests/$t.rs" ;;
-    esac
-    exe=$(printf '%s\n' "$built" | sed -n "s|^ *Executable .*$source (\(.*\))\$|\1|p" | tail -n 1)
-    if [ -z "$exe" ]; then
-        echo "asan.sh: no test binary found for $t" >&2
-        exit 1
-    fi
+    exe=$(test_binary "$built" "$t")
     echo "== asan $t ($exe)"
     start=$(date +%s)
     options="$ASAN_OPTIONS"

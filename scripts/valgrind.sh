@@ -24,16 +24,10 @@ export NFQ_SOAK_PACKETS="${NFQ_SOAK_PACKETS:-20000}"
 export NFQ_FUZZ_ITERATIONS="${NFQ_FUZZ_ITERATIONS:-5000}"
 
 # Build only what is needed (with the features scripts/test.sh uses, so that its build is
-# reused), and collect the executables cargo reports:
-#   Executable unittests src/lib.rs (target/debug/deps/libnfq-...)
-#   Executable tests/lifecycle.rs (target/debug/deps/lifecycle-...)
-args=""
-for t in $TARGETS; do
-    case "$t" in
-        unit) args="$args --lib" ;;
-        *) args="$args --test $t" ;;
-    esac
-done
+# reused), and run the executables cargo reports (scripts/lib/testbins.sh).
+. scripts/lib/testbins.sh
+# shellcheck disable=SC2086 # word splitting of $TARGETS is intended
+args=$(cargo_test_selection $TARGETS)
 # shellcheck disable=SC2086 # word splitting of $args is intended
 built=$(cargo test --no-run --features tokio,fuzzing $args 2>&1) || {
     printf '%s\n' "$built" >&2
@@ -43,18 +37,10 @@ built=$(cargo test --no-run --features tokio,fuzzing $args 2>&1) || {
 status=0
 for t in $TARGETS; do
     case "$t" in
-        unit) source="src/lib.rs" ;;
-        *) source="tests/$t.rs" ;;
-    esac
-    case "$t" in
         deferred) skip="--skip threaded_pipeline_accounts_for_every_packet" ;;
         *) skip="" ;;
     esac
-    exe=$(printf '%s\n' "$built" | sed -n "s|^ *Executable .*$source (\(.*\))\$|\1|p" | tail -n 1)
-    if [ -z "$exe" ]; then
-        echo "valgrind.sh: no test binary found for $t" >&2
-        exit 1
-    fi
+    exe=$(test_binary "$built" "$t")
     echo "== valgrind $t ($exe)"
     start=$(date +%s)
     # shellcheck disable=SC2086 # $skip and VALGRIND_TEST_ARGS are split into arguments on purpose
