@@ -46,15 +46,7 @@ fn drive(handle: &Handle<'_>, sink: &UdpSink, sent: &[&[u8]], calls: &Log<()>) -
 }
 
 fn received(sink: &UdpSink, expected: usize) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    while got.len() < expected {
-        match sink.recv_one(DEADLINE) {
-            Some(datagram) => got.push(datagram),
-            None => break,
-        }
-    }
-    got.extend(sink.recv_until_quiet(QUIET, 64));
-    got
+    sink.recv_expected(expected, DEADLINE, QUIET)
 }
 
 /// "cat" → "tiger" in one expression: the rewritten datagram arrives with its new length (so

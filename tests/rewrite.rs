@@ -67,15 +67,7 @@ fn drive<T: Send>(handle: &Handle<'_>, traffic: impl FnOnce() -> T + Send) -> T 
 /// Every datagram `sink` receives until it stays quiet (waiting up to [`DEADLINE`] for the
 /// first `expected`).
 fn received(sink: &UdpSink, expected: usize) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    while got.len() < expected {
-        match sink.recv_one(DEADLINE) {
-            Some(datagram) => got.push(datagram),
-            None => break,
-        }
-    }
-    got.extend(sink.recv_until_quiet(QUIET, 64));
-    got
+    sink.recv_expected(expected, DEADLINE, QUIET)
 }
 
 /// UDP datagrams received with a bad checksum in this namespace (`InCsumErrors` of `Udp:` in

@@ -243,15 +243,7 @@ fn drive_send(handle: &Handle<'_>, expected: usize, to: SocketAddr, payloads: &[
 /// What `sink` receives: waits up to [`DEADLINE`] for each of the `expected` datagrams, then
 /// for [`QUIET`] for any extra one.
 fn received(sink: &UdpSink, expected: usize) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    while got.len() < expected {
-        match sink.recv_one(DEADLINE) {
-            Some(datagram) => got.push(datagram),
-            None => break,
-        }
-    }
-    got.extend(sink.recv_until_quiet(QUIET, 64));
-    got
+    sink.recv_expected(expected, DEADLINE, QUIET)
 }
 
 fn to_vecs(payloads: &[&[u8]]) -> Vec<Vec<u8>> {

@@ -63,6 +63,20 @@ impl UdpSink {
         got
     }
 
+    /// What arrives: waits up to `wait` for each of the `expected` datagrams, then for `quiet`
+    /// for any extra one (at most 64 extra).
+    pub fn recv_expected(&self, expected: usize, wait: Duration, quiet: Duration) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while got.len() < expected {
+            match self.recv_one(wait) {
+                Some(datagram) => got.push(datagram),
+                None => break,
+            }
+        }
+        got.extend(self.recv_until_quiet(quiet, 64));
+        got
+    }
+
     /// One datagram, or `None` if nothing arrives within `timeout`.
     pub fn recv_one(&self, timeout: Duration) -> Option<Vec<u8>> {
         self.recv_one_from(timeout).map(|(d, _)| d)
