@@ -58,17 +58,7 @@ impl Flow {
     /// `send`; the kernel's reasons for dropping one there (`EPERM`, `ESRCH` for a queue nobody
     /// bound) are fine: what arrives is checked on the sink.
     pub fn send_bytes(&self, payloads: &[Vec<u8>]) {
-        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let (_, results) = support::udp_send_each(self.sink.addr(), &refs);
-        for result in results {
-            if let Err(e) = result {
-                let errno = e.raw_os_error();
-                assert!(
-                    errno == Some(libc::EPERM) || errno == Some(libc::ESRCH),
-                    "send: {e}"
-                );
-            }
-        }
+        support::udp_send_queued(self.sink.addr(), payloads);
     }
 
     /// Sends one datagram per text.

@@ -40,7 +40,8 @@ pub use rawq::RawQueue;
 pub use rng::Rng;
 #[allow(unused_imports)]
 pub use traffic::{
-    set_socket_buffer, tcp_roundtrip, udp_send, udp_send_each, Buffer, TcpEcho, UdpSink,
+    set_socket_buffer, tcp_roundtrip, udp_send, udp_send_each, udp_send_queued, Buffer, TcpEcho,
+    UdpSink,
 };
 
 use std::ffi::OsStr;

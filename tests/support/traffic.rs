@@ -125,6 +125,24 @@ pub fn udp_send(to: SocketAddr, payloads: &[&[u8]]) -> SocketAddr {
     src
 }
 
+/// Sends each payload as one datagram to `to` (as [`udp_send_each`]), for datagrams an
+/// NFQUEUE rule in `OUTPUT` takes: each is queued (or dropped) within `send`, and the kernel's
+/// reasons for dropping one there (`EPERM`, or `ESRCH` for a queue nobody bound) are fine, since
+/// what arrives is checked on the receiving side. Any other error panics.
+pub fn udp_send_queued<P: AsRef<[u8]>>(to: SocketAddr, payloads: &[P]) {
+    let refs: Vec<&[u8]> = payloads.iter().map(AsRef::as_ref).collect();
+    let (_, results) = udp_send_each(to, &refs);
+    for result in results {
+        if let Err(e) = result {
+            let errno = e.raw_os_error();
+            assert!(
+                errno == Some(libc::EPERM) || errno == Some(libc::ESRCH),
+                "send: {e}"
+            );
+        }
+    }
+}
+
 /// Like [`udp_send`], but returns each `send(2)` result instead of judging it
 /// (e.g. `Err(EPERM)` for a datagram dropped in `OUTPUT`). Panics only if the
 /// socket cannot be set up.
