@@ -100,6 +100,19 @@ struct Borrowed {
     truncated: bool,
 }
 
+impl Borrowed {
+    /// What the callback sees of `p`.
+    fn of(p: &Packet<'_>) -> Borrowed {
+        Borrowed {
+            view: view_of_packet(p),
+            payload: p.payload().to_vec(),
+            raw_payload: p.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
+            original_len: p.original_len(),
+            truncated: p.is_truncated(),
+        }
+    }
+}
+
 /// Checks `d` against what its callback saw, given what `copy` keeps.
 fn check(d: &DeferredPacket, seen: &Borrowed, copy: DeferCopy) {
     assert_eq!(view_of_deferred(d), seen.view, "{copy:?}");
@@ -182,13 +195,7 @@ fn deferred_packets_have_the_full_view() {
             .defer_copy(copy);
         let _queue = handle
             .queue_deferrable(num, config, |pending: Pending<'_>| {
-                seen.lock().unwrap().push(Borrowed {
-                    view: view_of_packet(&pending),
-                    payload: pending.payload().to_vec(),
-                    raw_payload: pending.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
-                    original_len: pending.original_len(),
-                    truncated: pending.is_truncated(),
-                });
+                seen.lock().unwrap().push(Borrowed::of(&pending));
                 let (d, handled) = pending.defer();
                 owned.lock().unwrap().push(d);
                 handled
@@ -399,13 +406,7 @@ mod constructed {
         let handle = Handle::open().unwrap();
         handle
             .register_deferrable_for_fuzzing(QUEUE, QueueConfig::new(), |pending: Pending<'_>| {
-                seen.lock().unwrap().push(Borrowed {
-                    view: view_of_packet(&pending),
-                    payload: pending.payload().to_vec(),
-                    raw_payload: pending.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
-                    original_len: pending.original_len(),
-                    truncated: pending.is_truncated(),
-                });
+                seen.lock().unwrap().push(Borrowed::of(&pending));
                 let copy = copies[pending.id() as usize - 1];
                 let (d, handled) = pending.defer_copying(copy);
                 owned.lock().unwrap().push(d);
@@ -455,13 +456,7 @@ mod constructed {
         let handle = Handle::open().unwrap();
         handle
             .register_deferrable_for_fuzzing(QUEUE, QueueConfig::new(), |pending: Pending<'_>| {
-                let borrowed = Borrowed {
-                    view: view_of_packet(&pending),
-                    payload: pending.payload().to_vec(),
-                    raw_payload: pending.raw_attr(nfqa::PAYLOAD).map(<[u8]>::to_vec),
-                    original_len: pending.original_len(),
-                    truncated: pending.is_truncated(),
-                };
+                let borrowed = Borrowed::of(&pending);
                 let copy = copies.lock().unwrap().pop().unwrap_or_default();
                 let (d, handled) = pending.defer_copying(copy);
                 seen.lock().unwrap().push((borrowed, copy, d));
