@@ -17,7 +17,7 @@
 #[allow(unused_imports)]
 mod support;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -384,17 +384,7 @@ struct Peer(OwnedFd);
 
 impl Peer {
     fn open() -> Peer {
-        // SAFETY: plain socket(2) call, no pointers.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = support::netfilter_socket();
         let addr = Peer::address(0);
         // SAFETY: `addr` is a valid sockaddr_nl of the size given (port 0: the kernel picks one).
         let rc = unsafe {

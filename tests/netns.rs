@@ -176,28 +176,15 @@ fn open_in_netns_receives_that_namespaces_packets() {
 #[test]
 fn from_fd_adopts_sockets_opened_by_the_caller() {
     let Some(ns) = support::enter!() else { return };
-    let open_netfilter = || {
-        // SAFETY: plain socket(2) call; the result is checked and owned at once.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: `fd` was just opened and is owned by nobody else.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    };
     let holder = Holder::start(true);
     let path = holder.netns();
-    let fd = inside(&path, open_netfilter);
+    let fd = inside(&path, support::netfilter_socket);
     let handle = Handle::from_fd(fd).unwrap();
     let sink = prepare(&path, 4);
     roundtrip(&handle, &path, 4, &sink, b"adopted");
 
     // Bound before adoption (kernel-chosen port id), in this namespace.
-    let fd = open_netfilter();
+    let fd = support::netfilter_socket();
     {
         use std::os::fd::AsRawFd;
         // SAFETY: an all-zero sockaddr_nl with the family set binds to a kernel-chosen port.

@@ -577,6 +577,22 @@ pub fn nfqueue_rule(
     .to_vec()
 }
 
+/// A new, unbound `NETLINK_NETFILTER` socket (close-on-exec) in the calling thread's network
+/// namespace; panics if it cannot be opened.
+pub fn netfilter_socket() -> std::os::fd::OwnedFd {
+    // SAFETY: plain socket(2) call, no pointers; the result is checked and owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+}
+
 /// What callbacks record, readable while the handle (which borrows it) is alive.
 pub struct Log<T>(std::sync::Mutex<Vec<T>>);
 
