@@ -1,16 +1,22 @@
-//! nfqbench: libnfq measured side by side with C baselines, in one run, as ratios.
+//! nfqbench: libnfq measured side by side with C baselines and peer libraries, in one run, as
+//! ratios.
 //!
-//! Shared by the bench binary (`benches/nfqbench.rs`, `cargo bench --bench nfqbench`) and the
-//! CI smoke test (`tests/bench_smoke.rs`), which include this directory as a module. The caller
-//! puts the calling thread in a private network namespace first; everything here (rules,
-//! sockets, consumer processes, counters) lives in that namespace. See docs/BENCHMARKS.md.
+//! The benchmark program (`src/main.rs`, `cargo run --release -p nfqbench -- ...`, or
+//! `cargo bench -p nfqbench -- ...`) calls [`cli::main`], which first moves the process into a
+//! private network namespace; everything here (rules, sockets, consumer processes, counters)
+//! lives in that namespace. See docs/BENCHMARKS.md.
 //!
 //! One measurement ("run"): start the consumer as its own process and wait until it has bound
 //! its queue; then
 //! - *drain*: SIGSTOP it, queue a backlog of packets, SIGCONT it and time until the last packet
 //!   reached the sink, which reads on its own thread as packets arrive (a real receiver);
 //! - *drain-isolated*: the same, but the sink reads only afterwards: the consumer's cost alone;
-//! - *blast*: send unpaced while it runs, with each consumer's default settings: shows loss.
+//! - *blast*, *blast-long*: send unpaced while it runs, with each consumer's default settings:
+//!   shows loss (blast-long: 500,000 packets);
+//! - *paced*, *burst*: stamped datagrams at a fixed rate, or in bursts, to a consumer whose
+//!   callback busy-waits a while: per-packet latency (`latency.rs`);
+//! - *tcp*: an iperf3 stream forwarded through the harness' namespace, queued on FORWARD
+//!   (`tcp.rs`).
 //!
 //! The end of a run is the kernel's receive timestamp (`SO_TIMESTAMPNS`) of the last datagram
 //! at the sink, so it is exact whenever the sink reads. The consumer's CPU time comes from
@@ -18,19 +24,21 @@
 //! time during the run. Drops come from the kernel's counters, and every run checks that they
 //! account for every packet sent.
 
-// Each embedding program uses a different part (the test: the smoke; the bench: the rest).
-#![allow(dead_code)]
-
+pub mod cli;
 pub mod consumer;
+pub mod latency;
 pub mod net;
+pub mod peers;
 pub mod report;
+pub mod tcp;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use consumer::{Kind, Launcher, Running, Spec};
-use net::{Netns, Result, SendMode, Sender, Sink};
+use latency::Latency;
+use net::{Netns, Result, SendMode, Sender, Sink, StampedSender};
 
 /// The hidden subcommand that turns the bench binary into a libnfq consumer.
 pub const CONSUMER_SUBCOMMAND: &str = "__nfqbench-consumer";
@@ -52,6 +60,22 @@ const LARGE_RCVBUF: usize = 16 << 20;
 /// Flows per queue of the multi-queue consumer (chosen so that both queues get the same share).
 const FLOWS_PER_QUEUE: usize = 4;
 
+/// Queue length every consumer gets in the latency shapes, so that a 2000-packet burst fits.
+const LATENCY_MAX_LEN: u32 = 4096;
+/// Receive buffer the C consumers get in the latency shapes (what libnfq's `Handle::open`
+/// requested before issue 13; libnfq consumers keep their own default).
+const LATENCY_C_RCVBUF: usize = 8 << 20;
+/// Payload of the latency shapes' datagrams.
+const LATENCY_PAYLOAD: usize = 64;
+/// Queue of the TCP shape (FORWARD).
+const TCP_QUEUE: u16 = 5;
+/// Model of a consumer's own cost per packet, to turn a load into a rate in the paced shape:
+/// rate = load / (callback spin + this). The classic C consumer costs about 3-5 us per packet
+/// here (docs/BENCHMARKS.md).
+const PACED_BASE_COST_NS: u64 = 5_000;
+/// How long the sink waits for the last datagrams of a latency run.
+const LATENCY_QUIET: Duration = Duration::from_millis(200);
+
 /// How long a run may take to finish before it is declared failed.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the sink waits for stragglers once every packet left the queue.
@@ -67,11 +91,28 @@ pub enum Shape {
     Isolated,
     /// Unpaced sender against a running consumer with its defaults, live sink: shows loss.
     Blast,
+    /// `Blast` with many more packets (500,000 by default).
+    LongBlast,
+    /// Stamped datagrams at a fixed rate; callbacks spin: latency percentiles.
+    Paced,
+    /// Stamped datagrams in bursts, each sent once the previous one was decided: latency,
+    /// including the head of each burst.
+    Burst,
+    /// An iperf3 TCP stream forwarded between two namespaces, queued on FORWARD.
+    Tcp,
 }
 
 impl Shape {
-    /// Every shape.
-    pub const ALL: [Shape; 3] = [Shape::Drain, Shape::Isolated, Shape::Blast];
+    /// Every shape, in run order.
+    pub const ALL: [Shape; 7] = [
+        Shape::Drain,
+        Shape::Isolated,
+        Shape::Blast,
+        Shape::LongBlast,
+        Shape::Paced,
+        Shape::Burst,
+        Shape::Tcp,
+    ];
 
     /// Name in tables and JSON.
     pub fn name(self) -> &'static str {
@@ -79,17 +120,36 @@ impl Shape {
             Shape::Drain => "drain",
             Shape::Isolated => "drain-isolated",
             Shape::Blast => "blast",
+            Shape::LongBlast => "blast-long",
+            Shape::Paced => "paced",
+            Shape::Burst => "burst",
+            Shape::Tcp => "tcp",
         }
     }
 
     /// A backlog drained by a resumed consumer (drain or isolated).
     pub fn is_drain(self) -> bool {
-        self != Shape::Blast
+        matches!(self, Shape::Drain | Shape::Isolated)
+    }
+
+    /// An unpaced sender against a running consumer (blast or blast-long).
+    pub fn is_blast(self) -> bool {
+        matches!(self, Shape::Blast | Shape::LongBlast)
+    }
+
+    /// A shape measured in packets/s (drain, blast).
+    pub fn is_throughput(self) -> bool {
+        self.is_drain() || self.is_blast()
+    }
+
+    /// A shape measured in per-packet latency (paced, burst).
+    pub fn is_latency(self) -> bool {
+        matches!(self, Shape::Paced | Shape::Burst)
     }
 
     /// Whether the sink reads during the run (else only after it).
     pub fn live_sink(self) -> bool {
-        self != Shape::Isolated
+        matches!(self, Shape::Drain | Shape::Blast | Shape::LongBlast)
     }
 }
 
@@ -119,7 +179,7 @@ impl CopyRange {
     }
 }
 
-/// A traffic shape, payload size and copy range: what a group of runs shares.
+/// A traffic shape and its parameters: what a group of runs shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scenario {
     /// Load shape.
@@ -128,19 +188,101 @@ pub struct Scenario {
     pub payload: usize,
     /// Copy range.
     pub copy: CopyRange,
-    /// Packets sent per run.
+    /// Packets sent per run (paced, burst: the total over the run).
     pub packets: u64,
+    /// Busy-wait of each callback, in us (latency shapes).
+    pub spin_us: u64,
+    /// Load in percent of the modelled capacity (paced).
+    pub load_pct: u64,
+    /// Packets per second (paced).
+    pub rate: u64,
+    /// Packets per burst (burst).
+    pub burst: u64,
+    /// Seconds of traffic (tcp).
+    pub seconds: u32,
 }
 
 impl Scenario {
-    /// `drain 64B copy=full`.
+    /// A drain or blast scenario.
+    pub fn throughput(shape: Shape, payload: usize, copy: CopyRange, packets: u64) -> Scenario {
+        Scenario {
+            shape,
+            payload,
+            copy,
+            packets,
+            spin_us: 0,
+            load_pct: 0,
+            rate: 0,
+            burst: 0,
+            seconds: 0,
+        }
+    }
+
+    /// A paced scenario: `load_pct` percent of the modelled capacity for `spin_us` callbacks
+    /// (see `PACED_BASE_COST_NS`), for `seconds` (at least `min_packets`).
+    pub fn paced(spin_us: u64, load_pct: u64, seconds: f64, min_packets: u64) -> Scenario {
+        let rate = load_pct * 10_000_000 / (spin_us * 1000 + PACED_BASE_COST_NS);
+        Scenario {
+            shape: Shape::Paced,
+            payload: LATENCY_PAYLOAD,
+            copy: CopyRange::Full,
+            packets: ((rate as f64 * seconds) as u64).max(min_packets),
+            spin_us,
+            load_pct,
+            rate,
+            burst: 0,
+            seconds: 0,
+        }
+    }
+
+    /// A burst scenario: `bursts` bursts of `burst` packets.
+    pub fn bursts(spin_us: u64, burst: u64, bursts: u64) -> Scenario {
+        Scenario {
+            shape: Shape::Burst,
+            payload: LATENCY_PAYLOAD,
+            copy: CopyRange::Full,
+            packets: burst * bursts,
+            spin_us,
+            load_pct: 0,
+            rate: 0,
+            burst,
+            seconds: 0,
+        }
+    }
+
+    /// A TCP scenario of `seconds`.
+    pub fn tcp(seconds: u32) -> Scenario {
+        Scenario {
+            shape: Shape::Tcp,
+            payload: 0,
+            copy: CopyRange::Full,
+            packets: 0,
+            spin_us: 0,
+            load_pct: 0,
+            rate: 0,
+            burst: 0,
+            seconds,
+        }
+    }
+
+    /// `drain 64B copy=full`, `paced 50us 83% (15.1k/s)`, `burst 100 5us`, `tcp 3s`.
     pub fn label(&self) -> String {
-        format!(
-            "{} {}B copy={}",
-            self.shape.name(),
-            self.payload,
-            self.copy.name()
-        )
+        match self.shape {
+            Shape::Paced => format!(
+                "paced {}us {}% ({}/s)",
+                self.spin_us,
+                self.load_pct,
+                report::si(self.rate as f64)
+            ),
+            Shape::Burst => format!("burst {} {}us", self.burst, self.spin_us),
+            Shape::Tcp => format!("tcp forward {}s", self.seconds),
+            shape => format!(
+                "{} {}B copy={}",
+                shape.name(),
+                self.payload,
+                self.copy.name()
+            ),
+        }
     }
 }
 
@@ -182,6 +324,14 @@ pub struct RunResult {
     pub rcvbuf: usize,
     /// Packets each queue handed to the consumer.
     pub per_queue: Vec<u64>,
+    /// Latencies (paced, burst).
+    pub latency: Option<Latency>,
+    /// TCP: bits per second the iperf3 receiver got.
+    pub bps: f64,
+    /// TCP: the iperf3 sender's retransmissions.
+    pub retransmits: u64,
+    /// Packets the consumer's queue handed out (tcp: how many went through the queue).
+    pub queued: u64,
     /// What went wrong, if the run failed.
     pub error: Option<String>,
 }
@@ -206,6 +356,10 @@ impl RunResult {
             other_load: 0.0,
             rcvbuf: 0,
             per_queue: Vec::new(),
+            latency: None,
+            bps: 0.0,
+            retransmits: 0,
+            queued: 0,
             error: None,
         }
     }
@@ -238,7 +392,7 @@ impl RunResult {
 /// Command-line options.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// CI mode: every consumer once on a few thousand packets, correctness only.
+    /// CI mode: every consumer once per shape on a few thousand packets, correctness only.
     pub smoke: bool,
     /// Repetitions of each scenario.
     pub reps: usize,
@@ -246,13 +400,29 @@ pub struct Options {
     pub drain_packets: u64,
     /// Packets of a blast run.
     pub blast_packets: u64,
-    /// UDP payload sizes.
+    /// Packets of a blast-long run.
+    pub long_blast_packets: u64,
+    /// UDP payload sizes (drain, blast).
     pub payloads: Vec<usize>,
-    /// Copy ranges.
+    /// UDP payload sizes (blast-long).
+    pub long_payloads: Vec<usize>,
+    /// Copy ranges (drain, blast).
     pub copies: Vec<CopyRange>,
+    /// Callback busy-waits, in us (paced, burst).
+    pub spins: Vec<u64>,
+    /// Loads in percent of the modelled capacity (paced).
+    pub loads: Vec<u64>,
+    /// Seconds of a paced run.
+    pub paced_seconds: f64,
+    /// Burst sizes (burst).
+    pub bursts: Vec<u64>,
+    /// Packets per burst run (rounded up to whole bursts, at least 5 bursts).
+    pub burst_packets: u64,
+    /// Seconds of an iperf3 run (tcp).
+    pub tcp_seconds: u32,
     /// Load shapes.
     pub shapes: Vec<Shape>,
-    /// Consumers, in table order.
+    /// Consumers, in table order (each shape measures those it supports).
     pub kinds: Vec<Kind>,
     /// Send buffer of the blast sender; `None`: the socket's default.
     pub blast_sndbuf: Option<usize>,
@@ -264,21 +434,33 @@ pub struct Options {
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: cargo bench --bench nfqbench -- [options]
-  --smoke               every consumer once on a few thousand packets; correctness only
-  --reps N              repetitions of every scenario (default 7)
-  --packets N           backlog of a drain run (default 60000; the kernel holds at most 65536)
-  --blast-packets N     packets of a blast run (default 100000)
-  --blast-sndbuf BYTES  send buffer of the blast sender (default: the socket's default, which
-                        paces the sender; a large one makes it a flood nothing paces)
-  --no-warmup           skip the unrecorded warm-up run of each consumer
-  --payloads A,B        UDP payload sizes (default 64,1400)
-  --copy X,Y            copy ranges: full or a byte count (default full,64)
-  --shapes X,Y          drain, drain-isolated, blast (default all)
-  --consumers X,Y       subset of: no-rule c-classic c-best nfq-nobatch nfq-default
-                        nfq-bigbuf nfq-threaded nfq-multiqueue (default: these), and for
-                        analysis c-best-64 (c-best, 64-packet batches), nfq-batch1024
-  --out DIR             results directory (default target/nfqbench)";
+usage: cargo run --release -p nfqbench -- [options]   (or: cargo bench -p nfqbench -- [options])
+  --smoke                 every consumer once per shape on a few packets; correctness only
+  --reps N                repetitions of every scenario (default 5)
+  --shapes X,Y            drain, drain-isolated, blast, blast-long, paced, burst, tcp (default all)
+  --consumers X,Y         subset of: no-rule c-classic c-best nfq-nobatch nfq-default nfq-nogso
+                          nfq-gso rs-nfq rs-nfqueue py-netfilterqueue (default: these; each shape
+                          measures those it supports), and for analysis c-best-64, nfq-bigbuf,
+                          nfq-batch1024, nfq-threaded, nfq-multiqueue (drain and blast shapes)
+ drain and blast:
+  --packets N             backlog of a drain run (default 60000; the kernel holds at most 65536)
+  --blast-packets N       packets of a blast run (default 100000)
+  --long-blast-packets N  packets of a blast-long run (default 500000)
+  --blast-sndbuf BYTES    send buffer of the blast sender (default: the socket's default, which
+                          paces the sender; a large one makes it a flood nothing paces)
+  --payloads A,B          UDP payload sizes (default 64,1400)
+  --long-payloads A,B     UDP payload sizes of blast-long (default 64)
+  --copy X,Y              copy ranges: full or a byte count (default full)
+ latency (paced, burst; 64-byte datagrams, whole copies):
+  --spins A,B             callback busy-wait in us (default 0,5,50)
+  --loads A,B             paced load, percent of 1/(spin + 5 us) packets/s (default 25,50,83)
+  --paced-seconds S       length of a paced run (default 0.4)
+  --bursts A,B            burst sizes (default 100,2000)
+  --burst-packets N       packets per burst run, whole bursts, at least 5 (default 4000)
+ tcp:
+  --tcp-seconds N         length of an iperf3 run (default 3)
+  --no-warmup             skip the unrecorded warm-up run of each consumer
+  --out DIR               results directory (default target/nfqbench)";
 
 impl Options {
     /// Parses the command line (without the program name). Ignores `--bench`, which cargo
@@ -286,11 +468,19 @@ impl Options {
     pub fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
             smoke: false,
-            reps: 7,
+            reps: 5,
             drain_packets: 60_000,
             blast_packets: 100_000,
+            long_blast_packets: 500_000,
             payloads: vec![64, 1400],
-            copies: vec![CopyRange::Full, CopyRange::Range(64)],
+            long_payloads: vec![64],
+            copies: vec![CopyRange::Full],
+            spins: vec![0, 5, 50],
+            loads: vec![25, 50, 83],
+            paced_seconds: 0.4,
+            bursts: vec![100, 2000],
+            burst_packets: 4000,
+            tcp_seconds: 3,
             shapes: Shape::ALL.to_vec(),
             kinds: Kind::DEFAULT.to_vec(),
             blast_sndbuf: None,
@@ -314,15 +504,28 @@ impl Options {
                 "--reps" => o.reps = number(value()?)?.max(1) as usize,
                 "--packets" => o.drain_packets = number(value()?)?,
                 "--blast-packets" => o.blast_packets = number(value()?)?,
+                "--long-blast-packets" => o.long_blast_packets = number(value()?)?,
                 "--blast-sndbuf" => o.blast_sndbuf = Some(number(value()?)? as usize),
                 "--no-warmup" => o.warmup = false,
                 "--payloads" => o.payloads = list(&value()?, |s| s.parse().ok())?,
+                "--long-payloads" => o.long_payloads = list(&value()?, |s| s.parse().ok())?,
                 "--copy" => {
                     o.copies = list(&value()?, |s| match s {
                         "full" => Some(CopyRange::Full),
                         n => n.parse().ok().map(CopyRange::Range),
                     })?
                 }
+                "--spins" => o.spins = list(&value()?, |s| s.parse().ok())?,
+                "--loads" => o.loads = list(&value()?, |s| s.parse().ok())?,
+                "--paced-seconds" => {
+                    let v = value()?;
+                    o.paced_seconds = v
+                        .parse()
+                        .map_err(|_| format!("--paced-seconds: not a number: {v}"))?
+                }
+                "--bursts" => o.bursts = list(&value()?, |s| s.parse().ok())?,
+                "--burst-packets" => o.burst_packets = number(value()?)?,
+                "--tcp-seconds" => o.tcp_seconds = number(value()?)?.max(1) as u32,
                 "--shapes" => {
                     o.shapes = list(&value()?, |s| {
                         Shape::ALL.into_iter().find(|x| x.name() == s)
@@ -334,8 +537,12 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
         }
-        if o.payloads.iter().any(|&p| !(16..=1472).contains(&p)) {
+        let sizes = o.payloads.iter().chain(&o.long_payloads);
+        if sizes.into_iter().any(|&p| !(16..=1472).contains(&p)) {
             return Err("--payloads: sizes must be 16..=1472 (one loopback datagram)".into());
+        }
+        if o.bursts.contains(&0) || o.loads.contains(&0) {
+            return Err("--bursts and --loads must be positive".into());
         }
         Ok(o)
     }
@@ -343,26 +550,65 @@ impl Options {
     /// The scenarios, in run order.
     pub fn scenarios(&self) -> Vec<Scenario> {
         if self.smoke {
-            return smoke_scenarios();
+            return smoke_scenarios()
+                .into_iter()
+                .filter(|s| self.shapes.contains(&s.shape))
+                .collect();
         }
         let mut out = Vec::new();
         for &shape in &self.shapes {
-            for &payload in &self.payloads {
-                for &copy in &self.copies {
-                    let packets = match shape {
-                        Shape::Blast => self.blast_packets,
-                        _ => self.drain_packets,
-                    };
-                    out.push(Scenario {
-                        shape,
-                        payload,
-                        copy,
-                        packets,
-                    });
+            match shape {
+                Shape::Drain | Shape::Isolated | Shape::Blast => {
+                    for &payload in &self.payloads {
+                        for &copy in &self.copies {
+                            let packets = match shape {
+                                Shape::Blast => self.blast_packets,
+                                _ => self.drain_packets,
+                            };
+                            out.push(Scenario::throughput(shape, payload, copy, packets));
+                        }
+                    }
                 }
+                Shape::LongBlast => {
+                    for &payload in &self.long_payloads {
+                        for &copy in &self.copies {
+                            out.push(Scenario::throughput(
+                                shape,
+                                payload,
+                                copy,
+                                self.long_blast_packets,
+                            ));
+                        }
+                    }
+                }
+                Shape::Paced => {
+                    for &spin in &self.spins {
+                        for &load in &self.loads {
+                            out.push(Scenario::paced(spin, load, self.paced_seconds, 1000));
+                        }
+                    }
+                }
+                Shape::Burst => {
+                    for &spin in &self.spins {
+                        for &burst in &self.bursts {
+                            let n = self.burst_packets.div_ceil(burst).max(5);
+                            out.push(Scenario::bursts(spin, burst, n));
+                        }
+                    }
+                }
+                Shape::Tcp => out.push(Scenario::tcp(self.tcp_seconds)),
             }
         }
         out
+    }
+
+    /// The consumers measured in `scenario`, in table order.
+    pub fn kinds_for(&self, scenario: &Scenario) -> Vec<Kind> {
+        self.kinds
+            .iter()
+            .copied()
+            .filter(|k| k.measured_in(scenario.shape))
+            .collect()
     }
 }
 
@@ -376,53 +622,45 @@ fn list<T>(value: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
 /// The smoke runs: every shape, both copy modes, both sizes, a few thousand packets each.
 fn smoke_scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            shape: Shape::Drain,
-            payload: 1400,
-            copy: CopyRange::Full,
-            packets: 2000,
-        },
-        Scenario {
-            shape: Shape::Isolated,
-            payload: 64,
-            copy: CopyRange::Full,
-            packets: 2000,
-        },
-        Scenario {
-            shape: Shape::Blast,
-            payload: 64,
-            copy: CopyRange::Range(64),
-            packets: 4000,
-        },
+        Scenario::throughput(Shape::Drain, 1400, CopyRange::Full, 2000),
+        Scenario::throughput(Shape::Isolated, 64, CopyRange::Full, 2000),
+        Scenario::throughput(Shape::Blast, 64, CopyRange::Range(64), 4000),
+        Scenario::throughput(Shape::LongBlast, 64, CopyRange::Full, 6000),
+        Scenario::paced(5, 25, 0.05, 500),
+        Scenario::bursts(5, 100, 5),
+        Scenario::tcp(1),
     ]
 }
 
-/// `target/` of the running binary (`target/<profile>/deps/<binary>`), for outputs.
+/// The workspace's `target/` (found above the running binary), for outputs.
 pub fn target_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
-        .filter(|dir| dir.join("CACHEDIR.TAG").exists())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|dir| dir.join("CACHEDIR.TAG").exists())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 /// The harness, set up in the calling thread's (private) network namespace.
 pub struct Bench {
     ns: Netns,
     launcher: Launcher,
-    c_bins: Vec<(Kind, PathBuf)>,
     single: Sink,
     multi: Sink,
     no_rule: Sink,
     /// Source addresses that spread evenly over the multi-queue range (found once).
     balanced: Option<Vec<Ipv4Addr>>,
     blast_sndbuf: Option<usize>,
+    /// The TCP shape's namespaces and iperf3 servers.
+    forward: Option<tcp::Forward>,
 }
 
 impl Bench {
-    /// Installs the rules and sinks and compiles the C consumers into `out_dir`.
-    pub fn new(launcher: Launcher, opts: &Options) -> Result<Bench> {
-        let out_dir = &opts.out_dir;
+    /// Installs the rules and sinks (and the TCP topology if `tcp`).
+    pub fn new(launcher: Launcher, opts: &Options, tcp: bool) -> Result<Bench> {
         let ns = Netns::claim_current()?;
         let single = SINGLE_QUEUE.to_string();
         let multi = format!("{MULTI_QUEUE}:{}", MULTI_QUEUE + 1);
@@ -437,21 +675,19 @@ impl Bench {
         for rule in rules {
             ns.iptables(rule)?;
         }
-        let c_bins = opts
-            .kinds
-            .iter()
-            .filter(|k| k.c_source().is_some())
-            .map(|&k| consumer::compile_c(k, out_dir).map(|bin| (k, bin)))
-            .collect::<Result<_>>()?;
+        let forward = match tcp {
+            true => Some(tcp::Forward::new(&ns, TCP_QUEUE)?),
+            false => None,
+        };
         Ok(Bench {
             ns,
             launcher,
-            c_bins,
             single: Sink::bind(SINGLE_PORT)?,
             multi: Sink::bind(MULTI_PORT)?,
             no_rule: Sink::bind(NO_RULE_PORT)?,
             balanced: None,
             blast_sndbuf: opts.blast_sndbuf,
+            forward,
         })
     }
 
@@ -463,29 +699,47 @@ impl Bench {
         }
     }
 
-    fn queues(kind: Kind) -> Vec<u16> {
-        let first = if kind.queues() > 1 {
-            MULTI_QUEUE
-        } else {
-            SINGLE_QUEUE
+    fn queues(kind: Kind, shape: Shape) -> Vec<u16> {
+        let first = match (kind.queues(), shape) {
+            (0, _) => return Vec::new(),
+            (_, Shape::Tcp) => TCP_QUEUE,
+            (1, _) => SINGLE_QUEUE,
+            _ => MULTI_QUEUE,
         };
         (first..first + kind.queues()).collect()
     }
 
     /// What the consumer is told: under drain, room for the whole backlog; under blast, its
-    /// own defaults (a large receive buffer only for those designed with one).
+    /// own defaults (a large receive buffer only for those designed with one); in the latency
+    /// shapes, a queue that holds a burst, the same receive buffer for the C consumers as
+    /// libnfq's, and the callback's spin; under tcp, its defaults.
     fn spec(kind: Kind, scenario: &Scenario) -> Spec {
-        let drain = scenario.shape.is_drain();
+        let shape = scenario.shape;
+        let by_design = kind.large_buffer_by_design().then_some(LARGE_RCVBUF);
+        let (copy_range, max_len, rcvbuf) = match shape {
+            Shape::Drain | Shape::Isolated => (
+                scenario.copy.range(),
+                Some(DRAIN_MAX_LEN),
+                Some(DRAIN_RCVBUF),
+            ),
+            Shape::Blast | Shape::LongBlast => (scenario.copy.range(), None, by_design),
+            Shape::Paced | Shape::Burst => (
+                scenario.copy.range(),
+                Some(LATENCY_MAX_LEN),
+                match kind.c_main() {
+                    Some(_) => by_design.or(Some(LATENCY_C_RCVBUF)),
+                    None => by_design,
+                },
+            ),
+            Shape::Tcp => (0, None, by_design),
+        };
         Spec {
             kind,
-            queue: Self::queues(kind).first().copied().unwrap_or(0),
-            copy_range: scenario.copy.range(),
-            max_len: drain.then_some(DRAIN_MAX_LEN),
-            rcvbuf: if drain {
-                Some(DRAIN_RCVBUF)
-            } else {
-                kind.large_buffer_by_design().then_some(LARGE_RCVBUF)
-            },
+            queue: Self::queues(kind, shape).first().copied().unwrap_or(0),
+            copy_range,
+            max_len,
+            rcvbuf,
+            spin_ns: scenario.spin_us * 1000,
         }
     }
 
@@ -498,27 +752,32 @@ impl Bench {
         result
     }
 
+    fn start(&self, kind: Kind, scenario: &Scenario) -> Result<Option<Running>> {
+        match kind {
+            Kind::NoRule => Ok(None),
+            _ => Running::start(&Self::spec(kind, scenario), &self.launcher).map(Some),
+        }
+    }
+
     fn measure(&mut self, r: &mut RunResult) -> Result<()> {
+        match r.scenario.shape {
+            shape if shape.is_latency() => return self.measure_latency(r),
+            Shape::Tcp => return self.measure_tcp(r),
+            _ => {}
+        }
         let (scenario, kind) = (r.scenario, r.kind);
-        let queues = Self::queues(kind);
+        let queues = Self::queues(kind, scenario.shape);
         // Leftovers of an earlier (failed) run must not count.
         self.sink(kind)
             .0
             .collect(u64::MAX, 0, Duration::ZERO, Duration::ZERO)?;
-        let mut consumer = match kind {
-            Kind::NoRule => None,
-            _ => Some(Running::start(
-                &Self::spec(kind, &scenario),
-                &self.launcher,
-                &self.c_bins,
-            )?),
-        };
+        let mut consumer = self.start(kind, &scenario)?;
         let sources = match kind {
             Kind::RsMultiQueue => self.balanced_sources()?,
             _ => vec![Ipv4Addr::LOCALHOST],
         };
         let mode = match scenario.shape {
-            Shape::Blast => SendMode::Blocking {
+            Shape::Blast | Shape::LongBlast => SendMode::Blocking {
                 sndbuf: self.blast_sndbuf,
             },
             _ => SendMode::Backlog,
@@ -598,6 +857,132 @@ impl Bench {
         Ok(())
     }
 
+    /// A latency run (paced or burst): stamped datagrams, the sink read after the run.
+    fn measure_latency(&mut self, r: &mut RunResult) -> Result<()> {
+        let (scenario, kind) = (r.scenario, r.kind);
+        let queues = Self::queues(kind, scenario.shape);
+        let mut consumer = self.start(kind, &scenario)?;
+        let (sink, port) = self.sink(kind);
+        // Leftovers of an earlier (failed) run must not count.
+        sink.collect(u64::MAX, 0, Duration::ZERO, Duration::ZERO)?;
+        let mut sender = StampedSender::new(port, scenario.payload)?;
+        let before = net::queue_stats()?;
+        let sink_drops_before = net::udp_receive_drops()?;
+        net::precise_sleeps();
+        let (offset, _) = net::realtime_offset_ns();
+        let window = Window::open();
+        let start_ns = net::realtime_ns();
+        match scenario.shape {
+            Shape::Paced => {
+                let interval = 1e9 / scenario.rate.max(1) as f64;
+                let t0 = net::monotonic_ns() + 1_000_000;
+                for i in 0..scenario.packets {
+                    net::wait_until_mono(t0 + (i as f64 * interval) as u64);
+                    sender.send(i)?;
+                    r.sent += 1;
+                }
+                r.send_pps = scenario.rate as f64;
+            }
+            _ => {
+                // Each burst leaves at once; the next one once every packet was decided.
+                let burst = scenario.burst.max(1);
+                for b in 0..scenario.packets / burst {
+                    for j in 0..burst {
+                        sender.send(b * burst + j)?;
+                    }
+                    r.sent += burst;
+                    if let Some(c) = consumer.as_mut() {
+                        wait_until_decided(c, &queues, &before, r.sent)?;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        if let Some(c) = consumer.as_mut() {
+            wait_until_decided(c, &queues, &before, r.sent)?;
+        }
+        let window = window.close();
+        let after = net::queue_stats()?;
+        let (b, a) = (
+            net::sum_stats(&before, &queues),
+            net::sum_stats(&after, &queues),
+        );
+        r.queue_dropped = a.queue_dropped - b.queue_dropped;
+        r.user_dropped = a.user_dropped - b.user_dropped;
+        r.queued = a.id_sequence - b.id_sequence;
+        let expect = r.sent - r.queue_dropped - r.user_dropped;
+        let (got, stamps) = sink.collect_stamped(expect, scenario.payload, LATENCY_QUIET)?;
+        let (offset_end, _) = net::realtime_offset_ns();
+        if (offset_end - offset).abs() > latency::MAX_OFFSET_DRIFT_NS {
+            return Err(format!(
+                "CLOCK_REALTIME moved by {} ns against CLOCK_MONOTONIC during the run",
+                offset_end - offset
+            ));
+        }
+        r.received = got.count;
+        r.bad_len = got.bad_len;
+        r.sink_dropped = net::udp_receive_drops()? - sink_drops_before;
+        let burst = (scenario.shape == Shape::Burst).then_some(scenario.burst);
+        r.latency = Some(latency::summarize(&stamps, offset, burst)?);
+        r.seconds = (got.last_ns - start_ns) as f64 / 1e9;
+        if r.received > 0 && r.seconds > 0.0 {
+            r.pps = r.received as f64 / r.seconds;
+        }
+        if let Some(c) = consumer.take() {
+            r.softirq_ns = window.softirq_ns;
+            r.rcvbuf = c.rcvbuf;
+            r.cpu_ns = c.finish()?;
+        }
+        r.other_load = window.other_load(r.cpu_ns);
+        Ok(())
+    }
+
+    /// A TCP run: one iperf3 stream through the router namespace, queued unless `no-rule`.
+    fn measure_tcp(&mut self, r: &mut RunResult) -> Result<()> {
+        let (scenario, kind) = (r.scenario, r.kind);
+        let forward = self
+            .forward
+            .as_ref()
+            .ok_or("the TCP topology is not set up")?;
+        let queues = Self::queues(kind, Shape::Tcp);
+        let mut consumer = self.start(kind, &scenario)?;
+        let port = match kind {
+            Kind::NoRule => tcp::NO_RULE_PORT,
+            _ => tcp::QUEUED_PORT,
+        };
+        let before = net::queue_stats()?;
+        let window = Window::open();
+        let result = forward.iperf(port, scenario.seconds)?;
+        let window = window.close();
+        if let Some(c) = consumer.as_mut() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while net::sum_stats(&net::queue_stats()?, &queues).waiting > 0 {
+                if c.exited() || Instant::now() > deadline {
+                    return Err("packets still waiting in the queue after the run".into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let after = net::queue_stats()?;
+        let (b, a) = (
+            net::sum_stats(&before, &queues),
+            net::sum_stats(&after, &queues),
+        );
+        r.queue_dropped = a.queue_dropped - b.queue_dropped;
+        r.user_dropped = a.user_dropped - b.user_dropped;
+        r.queued = a.id_sequence - b.id_sequence;
+        r.bps = result.bits_per_second;
+        r.retransmits = result.retransmits;
+        r.seconds = result.seconds;
+        if let Some(c) = consumer.take() {
+            r.softirq_ns = window.softirq_ns;
+            r.rcvbuf = c.rcvbuf;
+            r.cpu_ns = c.finish()?;
+        }
+        r.other_load = window.other_load(r.cpu_ns);
+        Ok(())
+    }
+
     /// Source addresses whose flows the kernel hashes evenly onto the multi-queue range:
     /// probed once (one datagram per candidate, seeing which queue's id moved) while a
     /// multi-queue consumer is bound.
@@ -605,7 +990,7 @@ impl Bench {
         if let Some(sources) = &self.balanced {
             return Ok(sources.clone());
         }
-        let queues = Self::queues(Kind::RsMultiQueue);
+        let queues = Self::queues(Kind::RsMultiQueue, Shape::Drain);
         let mut chosen: Vec<Vec<Ipv4Addr>> = vec![Vec::new(); queues.len()];
         for host in 1..=254u8 {
             if chosen.iter().all(|c| c.len() >= FLOWS_PER_QUEUE) {
@@ -740,17 +1125,30 @@ pub fn order(kinds: &[Kind], rep: usize) -> Vec<Kind> {
 /// Runs everything `opts` asks for; prints progress on stderr. In smoke mode, returns an
 /// error listing every correctness failure.
 pub fn run_all(opts: &Options, launcher: Launcher) -> Result<Vec<RunResult>> {
-    let mut bench = Bench::new(launcher, opts)?;
+    let mut opts = opts.clone();
+    if opts.kinds.contains(&Kind::PeerPython) {
+        if let Err(why) = consumer::python_available() {
+            eprintln!("nfqbench: NOT measuring py-netfilterqueue: {why}");
+            opts.kinds.retain(|&k| k != Kind::PeerPython);
+        }
+    }
     let scenarios = opts.scenarios();
+    let tcp = scenarios
+        .iter()
+        .any(|s| s.shape == Shape::Tcp && !opts.kinds_for(s).is_empty());
+    let mut bench = Bench::new(launcher, &opts, tcp)?;
     if opts.warmup && !opts.smoke {
         // Unrecorded: loads every binary and library, grows the kernel's caches, probes the
         // multi-queue flows, so the first recorded runs are not the slow ones.
-        if let Some(first) = scenarios.first() {
-            let warm = Scenario {
-                packets: first.packets.min(20_000),
-                ..*first
-            };
-            for &kind in &opts.kinds {
+        for &kind in &opts.kinds {
+            let first = scenarios
+                .iter()
+                .find(|s| s.shape.is_throughput() && kind.measured_in(s.shape));
+            if let Some(first) = first {
+                let warm = Scenario {
+                    packets: first.packets.min(20_000),
+                    ..*first
+                };
                 if let Some(e) = bench.run(warm, kind, 0).error {
                     eprintln!("warm-up {}: {e}", kind.name());
                 }
@@ -758,15 +1156,16 @@ pub fn run_all(opts: &Options, launcher: Launcher) -> Result<Vec<RunResult>> {
         }
     }
     let reps = if opts.smoke { 1 } else { opts.reps };
-    let total = reps * scenarios.len() * opts.kinds.len();
+    let per_rep: usize = scenarios.iter().map(|s| opts.kinds_for(s).len()).sum();
+    let total = reps * per_rep;
     let mut results = Vec::with_capacity(total);
     let started = Instant::now();
     for rep in 0..reps {
         for scenario in &scenarios {
-            for kind in order(&opts.kinds, rep) {
+            for kind in order(&opts.kinds_for(scenario), rep) {
                 let r = bench.run(*scenario, kind, rep);
                 eprintln!(
-                    "[{:>3}/{total} {:>5.0}s] rep {rep} {:<22} {}",
+                    "[{:>4}/{total} {:>5.0}s] rep {rep} {:<26} {}",
                     results.len() + 1,
                     started.elapsed().as_secs_f64(),
                     scenario.label(),
@@ -785,15 +1184,25 @@ pub fn run_all(opts: &Options, launcher: Launcher) -> Result<Vec<RunResult>> {
     Ok(results)
 }
 
-/// Correctness checks of the smoke: every run finished, every packet is accounted for (sink +
-/// kernel drop counters == sent; all verdicts accept), nothing arrived altered, and under
-/// drain (buffers sized for the backlog) nothing was lost.
+/// Correctness checks of the smoke: every run finished; every packet is accounted for (sink +
+/// kernel drop counters == sent; all verdicts accept); nothing arrived altered; under drain
+/// (buffers sized for the backlog) nothing was lost; every latency run measured every packet
+/// that arrived; every queued TCP run moved data through the queue and left nothing waiting.
 pub fn smoke_failures(results: &[RunResult]) -> Vec<String> {
     let mut failures = Vec::new();
     for r in results {
         let what = format!("{} {}", r.scenario.label(), r.kind.name());
         if let Some(e) = &r.error {
             failures.push(format!("{what}: {e}"));
+            continue;
+        }
+        if r.scenario.shape == Shape::Tcp {
+            if r.bps <= 0.0 {
+                failures.push(format!("{what}: iperf3 moved no data"));
+            }
+            if r.kind != Kind::NoRule && r.queued == 0 {
+                failures.push(format!("{what}: no packet went through the queue"));
+            }
             continue;
         }
         if r.sent == 0 || r.received == 0 {
@@ -820,6 +1229,16 @@ pub fn smoke_failures(results: &[RunResult]) -> Vec<String> {
                 r.lost(),
                 r.sent
             ));
+        }
+        if r.scenario.shape.is_latency() {
+            match &r.latency {
+                Some(l) if l.samples == r.received && l.p50 > 0.0 && l.p50 <= l.p999 => {}
+                other => failures.push(format!(
+                    "{what}: latency not measured for every packet received ({} received): \
+                     {other:?}",
+                    r.received
+                )),
+            }
         }
     }
     failures
