@@ -70,9 +70,10 @@ const LATENCY_PAYLOAD: usize = 64;
 /// Queue of the TCP shape (FORWARD).
 const TCP_QUEUE: u16 = 5;
 /// Model of a consumer's own cost per packet, to turn a load into a rate in the paced shape:
-/// rate = load / (callback spin + this). The classic C consumer costs about 3-5 us per packet
-/// here (docs/BENCHMARKS.md).
-const PACED_BASE_COST_NS: u64 = 5_000;
+/// rate = load / (callback spin + this). The classic C consumer costs 3-5 us of CPU per packet
+/// on a quiet 2-core machine and 7-15 us on the shared one (docs/BENCHMARKS.md): 10 us keeps
+/// "83%" near, not beyond, what a consumer gets there.
+const PACED_BASE_COST_NS: u64 = 10_000;
 /// How long the sink waits for the last datagrams of a latency run.
 const LATENCY_QUIET: Duration = Duration::from_millis(200);
 
@@ -404,6 +405,8 @@ pub struct Options {
     pub long_blast_packets: u64,
     /// UDP payload sizes (drain, blast).
     pub payloads: Vec<usize>,
+    /// UDP payload sizes (drain-isolated).
+    pub isolated_payloads: Vec<usize>,
     /// UDP payload sizes (blast-long).
     pub long_payloads: Vec<usize>,
     /// Copy ranges (drain, blast).
@@ -448,15 +451,16 @@ usage: cargo run --release -p nfqbench -- [options]   (or: cargo bench -p nfqben
   --long-blast-packets N  packets of a blast-long run (default 500000)
   --blast-sndbuf BYTES    send buffer of the blast sender (default: the socket's default, which
                           paces the sender; a large one makes it a flood nothing paces)
-  --payloads A,B          UDP payload sizes (default 64,1400)
+  --payloads A,B          UDP payload sizes of drain and blast (default 64,1400)
+  --isolated-payloads A,B UDP payload sizes of drain-isolated (default 64)
   --long-payloads A,B     UDP payload sizes of blast-long (default 64)
   --copy X,Y              copy ranges: full or a byte count (default full)
  latency (paced, burst; 64-byte datagrams, whole copies):
   --spins A,B             callback busy-wait in us (default 0,5,50)
-  --loads A,B             paced load, percent of 1/(spin + 5 us) packets/s (default 25,50,83)
-  --paced-seconds S       length of a paced run (default 0.4)
+  --loads A,B             paced load, percent of 1/(spin + 10 us) packets/s (default 25,50,83)
+  --paced-seconds S       length of a paced run (default 0.3)
   --bursts A,B            burst sizes (default 100,2000)
-  --burst-packets N       packets per burst run, whole bursts, at least 5 (default 4000)
+  --burst-packets N       packets per burst run, whole bursts, at least 5 (default 3000)
  tcp:
   --tcp-seconds N         length of an iperf3 run (default 3)
   --no-warmup             skip the unrecorded warm-up run of each consumer
@@ -473,13 +477,14 @@ impl Options {
             blast_packets: 100_000,
             long_blast_packets: 500_000,
             payloads: vec![64, 1400],
+            isolated_payloads: vec![64],
             long_payloads: vec![64],
             copies: vec![CopyRange::Full],
             spins: vec![0, 5, 50],
             loads: vec![25, 50, 83],
-            paced_seconds: 0.4,
+            paced_seconds: 0.3,
             bursts: vec![100, 2000],
-            burst_packets: 4000,
+            burst_packets: 3000,
             tcp_seconds: 3,
             shapes: Shape::ALL.to_vec(),
             kinds: Kind::DEFAULT.to_vec(),
@@ -509,6 +514,7 @@ impl Options {
                 "--no-warmup" => o.warmup = false,
                 "--payloads" => o.payloads = list(&value()?, |s| s.parse().ok())?,
                 "--long-payloads" => o.long_payloads = list(&value()?, |s| s.parse().ok())?,
+                "--isolated-payloads" => o.isolated_payloads = list(&value()?, |s| s.parse().ok())?,
                 "--copy" => {
                     o.copies = list(&value()?, |s| match s {
                         "full" => Some(CopyRange::Full),
@@ -537,7 +543,11 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
         }
-        let sizes = o.payloads.iter().chain(&o.long_payloads);
+        let sizes = o
+            .payloads
+            .iter()
+            .chain(&o.isolated_payloads)
+            .chain(&o.long_payloads);
         if sizes.into_iter().any(|&p| !(16..=1472).contains(&p)) {
             return Err("--payloads: sizes must be 16..=1472 (one loopback datagram)".into());
         }
@@ -559,7 +569,11 @@ impl Options {
         for &shape in &self.shapes {
             match shape {
                 Shape::Drain | Shape::Isolated | Shape::Blast => {
-                    for &payload in &self.payloads {
+                    let payloads = match shape {
+                        Shape::Isolated => &self.isolated_payloads,
+                        _ => &self.payloads,
+                    };
+                    for &payload in payloads {
                         for &copy in &self.copies {
                             let packets = match shape {
                                 Shape::Blast => self.blast_packets,
