@@ -100,8 +100,35 @@ pub fn progress_line(r: &RunResult) -> String {
     if let Some(e) = &r.error {
         return format!("{:<15} FAILED: {e}", r.kind.name());
     }
+    if r.scenario.shape == Shape::Tcp {
+        return format!(
+            "{:<17} {:>6} Gbit/s  queued {}  qdrop {} udrop {}  retransmits {}  other load {:.0}%",
+            r.kind.name(),
+            gbit(r.bps),
+            r.queued,
+            r.queue_dropped,
+            r.user_dropped,
+            r.retransmits,
+            r.other_load * 100.0
+        );
+    }
+    if let Some(l) = &r.latency {
+        return format!(
+            "{:<17} p50 {:>7} p99 {:>7} p99.9 {:>7} head {:>7}  received {}/{}  qdrop {} udrop {}  other load {:.0}%",
+            r.kind.name(),
+            micros(l.p50),
+            micros(l.p99),
+            micros(l.p999),
+            l.head_p50.map_or("-".into(), micros),
+            r.received,
+            r.sent,
+            r.queue_dropped,
+            r.user_dropped,
+            r.other_load * 100.0
+        );
+    }
     format!(
-        "{:<15} {:>8} pkt/s  cpu {:>6} ns/pkt (softirq {:>4})  received {}/{}  qdrop {} udrop {} sinkdrop {}  other load {:.0}%",
+        "{:<17} {:>8} pkt/s  cpu {:>6} ns/pkt (softirq {:>4})  received {}/{}  qdrop {} udrop {} sinkdrop {}  other load {:.0}%",
         r.kind.name(),
         si(r.pps),
         r.cpu_per_packet_ns()
