@@ -5,5 +5,6 @@
 # NFQ_REQUIRE_KERNEL=1 a test that cannot reach the kernel fails instead of being skipped.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/install-deps.sh
-exec cargo test --workspace --features libnfq/tokio "$@"
+# libnetfilter-conntrack-dev: the conntrack decoder is checked against its parser (ct-oracle/).
+sh scripts/install-deps.sh libnetfilter-conntrack-dev
+exec cargo test --workspace --features libnfq/tokio,libnfq/fuzzing "$@"

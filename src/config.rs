@@ -1,5 +1,7 @@
 //! Queue configuration: plain, validated values.
 
+use crate::error::{Error, Result};
+use crate::owned::DeferCopy;
 use crate::verdict::Verdict;
 
 /// The largest copy range and replacement payload the kernel accepts: a netlink attribute's
@@ -81,6 +83,20 @@ bitflags::bitflags! {
 /// How a queue is set up when it is bound: copy mode, maximum length, flags, and the verdict
 /// it falls back to when its callback cannot give one.
 ///
+/// # Fixed at bind time
+///
+/// The configuration is sent in the bind message itself
+/// ([`Handle::queue`](crate::Handle::queue),
+/// [`Handle::queue_deferrable`](crate::Handle::queue_deferrable)) and is then fixed for the
+/// life of the [`Queue`](crate::Queue): no call changes a bound queue's copy mode, maximum
+/// length, flags or fallback (the C calls `nfq_set_mode`, `nfq_set_queue_maxlen` and
+/// `nfq_set_queue_flags` on a bound queue have no equivalent). To apply a new configuration,
+/// drop the `Queue` (or [`Queue::unbind`](crate::Queue::unbind) it) and bind the number again.
+/// Unbinding makes the kernel drop the packets still waiting in the queue, and until the new
+/// bind the rule's packets are dropped (accepted with `--queue-bypass`). To switch without
+/// losing packets, bind the new configuration on another queue number, then point the rule at
+/// it. [`QueueStats`](crate::QueueStats) shows what the kernel applied.
+///
 /// ```
 /// use libnfq::{CopyMode, QueueConfig, QueueFlags, Verdict};
 /// let config = QueueConfig::new()
@@ -96,6 +112,7 @@ pub struct QueueConfig {
     pub(crate) max_len: Option<u32>,
     pub(crate) flags: QueueFlags,
     pub(crate) fallback: Verdict,
+    pub(crate) defer_copy: DeferCopy,
 }
 
 impl Default for QueueConfig {
@@ -113,6 +130,7 @@ impl QueueConfig {
             max_len: None,
             flags: QueueFlags::empty(),
             fallback: Verdict::drop(),
+            defer_copy: DeferCopy::All,
         }
     }
 
@@ -152,6 +170,37 @@ impl QueueConfig {
         self
     }
 
+    /// Sets what [`Pending::defer`](crate::Pending::defer) copies into a
+    /// [`DeferredPacket`](crate::DeferredPacket) (default [`DeferCopy::All`]); with the tokio
+    /// `AsyncHandle`, what every packet it returns holds. [`DeferCopy::Metadata`] spares
+    /// consumers that decide on metadata the payload copy; unlike [`CopyMode::Meta`] the kernel
+    /// still sends the payload, so a callback can read it before deferring.
+    pub fn defer_copy(mut self, copy: DeferCopy) -> Self {
+        self.defer_copy = copy;
+        self
+    }
+
+    /// Refuses what the kernel would take but turn into dropped packets.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_len == Some(0) {
+            return Err(Error::InvalidConfig {
+                what: "a maximum queue length of 0 makes the kernel drop every packet",
+            });
+        }
+        Ok(())
+    }
+
+    /// About what one packet message of this queue costs in the socket's receive buffer (the
+    /// kernel's `truesize`: the copied bytes, the metadata and the buffer's own bookkeeping),
+    /// counting packets of an ordinary MTU.
+    pub(crate) fn message_cost(&self) -> usize {
+        const OVERHEAD: usize = 1280;
+        match self.copy_mode {
+            CopyMode::None | CopyMode::Meta => OVERHEAD,
+            CopyMode::Packet(range) => OVERHEAD + usize::from(range).clamp(1, 2048),
+        }
+    }
+
     /// The copy mode.
     pub fn get_copy_mode(&self) -> CopyMode {
         self.copy_mode
@@ -167,5 +216,9 @@ impl QueueConfig {
     /// The fallback verdict.
     pub fn get_fallback(&self) -> &Verdict {
         &self.fallback
+    }
+    /// What a deferred packet copies.
+    pub fn get_defer_copy(&self) -> DeferCopy {
+        self.defer_copy
     }
 }

@@ -6,54 +6,106 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
+use crate::attrs::{Family, Vlan};
+use crate::counters::Count;
 use crate::error::{Error, Result};
 use crate::netlink::{self, AlignedBuf};
+use crate::owned::{DeferCopy, OwnedAttrs};
 use crate::packet::{Hook, Packet, SkbInfo};
 use crate::socket::Shared;
 use crate::verdict::Verdict;
 
-/// Per-queue state shared by the handle and the queue's deferred packets.
+/// Per-binding state shared by the handle and the binding's deferred packets.
+///
+/// One is made for every bind, so it names a *binding*, not a queue number: packet ids restart
+/// at 1 when a number is bound again, and a deferred packet must never decide a packet of a later
+/// binding. Its `live` flag is cleared (under the write lock) before the unbind is sent, and
+/// every deferred verdict is sent under the read lock after checking it, so a verdict either
+/// reaches the kernel while its binding exists or is not sent at all.
 pub(crate) struct QueueState {
+    /// The queue number.
+    pub(crate) num: u16,
     /// The verdict for packets whose callback panicked, whose verdict was refused, or which
     /// were dropped without a verdict.
     pub(crate) fallback: Verdict,
-    /// Deferred packets of this queue not decided yet. Only the receiving thread increments it
-    /// (in [`Pending::defer`]); it is decremented once a deferred packet's verdict was sent, so
-    /// 0 means every deferred packet has left the kernel's queue.
+    /// Deferred packets of this binding not decided yet. Only the receiving thread increments it
+    /// (in [`Pending::defer`]); it is decremented once a deferred packet's verdict was sent (or
+    /// will never be), so 0 means every deferred packet has left the kernel's queue.
     pub(crate) outstanding: AtomicUsize,
     /// Bound with `QueueFlags::CONNTRACK`: verdicts may carry a connection mark.
     conntrack: bool,
+    /// `true` until the binding is retired (unbind, or a bind rolled back).
+    live: RwLock<bool>,
+    /// What [`Pending::defer`] copies.
+    defer_copy: DeferCopy,
 }
 
 impl QueueState {
-    pub(crate) fn new(fallback: Verdict, conntrack: bool) -> Arc<Self> {
+    pub(crate) fn new(
+        num: u16,
+        fallback: Verdict,
+        conntrack: bool,
+        defer_copy: DeferCopy,
+    ) -> Arc<Self> {
         Arc::new(QueueState {
+            num,
             fallback,
             outstanding: AtomicUsize::new(0),
             conntrack,
+            live: RwLock::new(true),
+            defer_copy,
         })
     }
 
+    /// A read guard proving the binding is live while it is held (senders hold it across the
+    /// send); `None` once it was retired.
+    pub(crate) fn live(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let guard = self.live.read().unwrap_or_else(|p| p.into_inner());
+        (*guard).then_some(guard)
+    }
+
+    /// Marks the binding as gone, waiting for verdicts being sent under it to finish. From now
+    /// on its deferred packets' verdicts are refused with [`Error::StaleBinding`].
+    pub(crate) fn retire(&self) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
     /// Why `verdict` must not be sent for packet `id`, if it must not: a payload for a
-    /// truncated copy (`Some((copied, original))`) would cut the packet; a connection mark
-    /// needs a queue bound with `QueueFlags::CONNTRACK`. The packet then gets the fallback.
+    /// truncated copy (`Some((copied, original))`) would cut the packet, and one shorter than
+    /// `min_payload` would make the kernel drop it; a connection mark needs a queue bound with
+    /// `QueueFlags::CONNTRACK`. The packet then gets the fallback.
     pub(crate) fn refusal(
         &self,
         verdict: &Verdict,
-        queue: u16,
         id: u32,
         truncated: Option<(usize, u32)>,
+        min_payload: usize,
     ) -> Option<Error> {
-        if let (Some((copied, original)), Some(_)) = (truncated, verdict.payload()) {
-            return Some(Error::TruncatedPayload {
-                queue,
-                id,
-                copied,
-                original,
-            });
+        let queue = self.num;
+        // A verdict that already knows it failed (a rewrite that could not be made).
+        if let Some(err) = verdict.refusal() {
+            return Some(err);
+        }
+        if let Some(payload) = verdict.payload() {
+            if let Some((copied, original)) = truncated {
+                return Some(Error::TruncatedPayload {
+                    queue,
+                    id,
+                    copied,
+                    original,
+                });
+            }
+            if payload.len() < min_payload {
+                return Some(Error::PayloadTooShort {
+                    queue,
+                    id,
+                    len: payload.len(),
+                    min: min_payload,
+                });
+            }
         }
         if verdict.conntrack_mark().is_some() && !self.conntrack {
             return Some(Error::InvalidVerdict {
@@ -65,6 +117,21 @@ impl QueueState {
 
     pub(crate) fn has_outstanding(&self) -> bool {
         self.outstanding.load(Ordering::Acquire) != 0
+    }
+}
+
+/// The shortest replacement payload the kernel accepts for a packet: its headers up to the
+/// transport header (`skb_transport_offset`), as far as the copied bytes or the protocol tell.
+/// Anything shorter the kernel turns into a drop without telling anyone.
+pub(crate) fn min_payload_len(packet: &Packet<'_>) -> usize {
+    match packet.payload().first().map(|b| b >> 4) {
+        Some(4) => usize::from(packet.payload()[0] & 0x0f).max(5) * 4,
+        Some(6) => 40,
+        _ => match packet.hw_protocol() {
+            0x0800 => 20,
+            0x86dd => 40,
+            _ => 1,
+        },
     }
 }
 
@@ -132,55 +199,58 @@ impl<'a> Pending<'a> {
         self.verdict(Verdict::accept())
     }
 
-    /// Takes the packet out as an owned, `Send` value carrying its metadata and a copy of its
-    /// payload, to decide later from any thread.
+    /// Takes the packet out as an owned, `Send` value carrying its attributes and a copy of its
+    /// payload (all of it, none or a prefix, as the queue's
+    /// [`QueueConfig::defer_copy`](crate::QueueConfig::defer_copy) says), to decide later from
+    /// any thread.
     pub fn defer(self) -> (DeferredPacket, Handled<'a>) {
-        self.defer_inner(true)
+        let copy = self.queue.defer_copy;
+        self.defer_inner(copy)
     }
 
-    /// Like [`Pending::defer`] without copying the payload (only the metadata).
+    /// Like [`Pending::defer`] without copying the payload (only the metadata), whatever the
+    /// queue's setting: [`DeferCopy::Metadata`].
     pub fn defer_metadata(self) -> (DeferredPacket, Handled<'a>) {
-        self.defer_inner(false)
+        self.defer_inner(DeferCopy::Metadata)
     }
 
-    fn defer_inner(self, with_payload: bool) -> (DeferredPacket, Handled<'a>) {
+    /// Like [`Pending::defer`] with `copy` instead of the queue's setting, for this packet.
+    pub fn defer_copying(self, copy: DeferCopy) -> (DeferredPacket, Handled<'a>) {
+        self.defer_inner(copy)
+    }
+
+    fn defer_inner(self, copy: DeferCopy) -> (DeferredPacket, Handled<'a>) {
         let p = &self.packet;
-        self.queue.outstanding.fetch_add(1, Ordering::AcqRel);
-        self.deferred.set(true);
-        let owned = DeferredPacket {
+        // Everything that may fail (allocate, read attributes) is done before the bookkeeping
+        // below, so that a failure leaves the packet to its callback's caller (fallback).
+        let (attrs, payload) = OwnedAttrs::copy(p, copy);
+        // A prefix that left bytes out would cut the packet if written back, like a copy the
+        // kernel truncated: a replacement payload is then refused.
+        let cut_here = matches!(copy, DeferCopy::Prefix(_)) && payload.len() < p.payload().len();
+        let truncation = if cut_here {
+            Some((payload.len(), p.original_len()))
+        } else {
+            p.is_truncated()
+                .then(|| (p.payload().len(), p.original_len()))
+        };
+        let mut owned = DeferredPacket {
             meta: Meta {
                 queue: p.queue_num(),
                 id: p.id(),
-                hw_protocol: p.hw_protocol(),
-                hook: p.hook(),
-                mark: p.mark(),
-                indev: p.indev(),
-                outdev: p.outdev(),
-                physindev: p.physindev(),
-                physoutdev: p.physoutdev(),
-                uid: p.uid(),
-                gid: p.gid(),
-                skb_info: p.skb_info(),
-                timestamp: p.timestamp(),
-                hw_addr: p.hw_addr().map(|a| {
-                    let mut bytes = [0u8; 8];
-                    bytes[..a.len()].copy_from_slice(a);
-                    (bytes, a.len() as u8)
-                }),
-                original_len: p.original_len(),
-                copied_len: p.payload().len() as u32,
-                truncated: p.is_truncated(),
+                attrs,
             },
-            payload: if with_payload {
-                p.payload().to_vec()
-            } else {
-                Vec::new()
-            },
-            ticket: Some(Ticket {
-                shared: Arc::clone(self.shared),
-                queue: Arc::clone(self.queue),
-            }),
+            payload,
+            ticket: None,
         };
+        let min_payload = min_payload_len(p);
+        self.queue.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.deferred.set(true);
+        owned.ticket = Some(Ticket {
+            shared: Arc::clone(self.shared),
+            queue: Arc::clone(self.queue),
+            truncation,
+            min_payload,
+        });
         (
             owned,
             Handled {
@@ -204,31 +274,71 @@ impl fmt::Debug for Pending<'_> {
     }
 }
 
-/// What it takes to send a deferred packet's verdict.
+/// What it takes to send a deferred packet's verdict: the socket, the binding, and what the
+/// checks of a verdict need to know about the packet.
 struct Ticket {
     shared: Arc<Shared>,
     queue: Arc<QueueState>,
+    /// `(copied, original)` lengths when the copy was truncated.
+    truncation: Option<(usize, u32)>,
+    /// See [`min_payload_len`].
+    min_payload: usize,
+}
+
+impl Ticket {
+    /// The verdict to send for packet `id`: `verdict`, or the fallback with the reason it was
+    /// refused.
+    fn checked<'v>(&'v self, verdict: &'v Verdict, id: u32) -> (&'v Verdict, Option<Error>) {
+        match self
+            .queue
+            .refusal(verdict, id, self.truncation, self.min_payload)
+        {
+            Some(err) => {
+                self.shared.counters.bump(Count::FallbackRefused);
+                (&self.queue.fallback, Some(err))
+            }
+            None => (verdict, None),
+        }
+    }
+
+    /// Sends `verdict` for packet `id` while the binding is live. `Ok(false)`: the binding is
+    /// gone and nothing was sent (counted as stale).
+    fn send(&self, id: u32, verdict: &Verdict) -> Result<bool> {
+        // Lock order: the socket, then the binding (as in `VerdictBatch::flush`).
+        let sock = self.shared.get()?;
+        let Some(_live) = self.queue.live() else {
+            self.shared.counters.bump(Count::StaleDiscarded);
+            return Ok(false);
+        };
+        let msg = verdict.msg();
+        let sent = with_scratch(msg.len(), |buf| {
+            netlink::put_verdict(buf, self.queue.num, id, &msg);
+            sock.send(buf.as_slice())
+        });
+        match sent {
+            Ok(()) => {
+                self.shared.counters.bump(Count::Verdicts);
+                Ok(true)
+            }
+            Err(e) => {
+                self.shared.counters.bump(Count::SendErrors);
+                Err(Error::io("send verdict", e))
+            }
+        }
+    }
+
+    /// The packet left the books: decided, or never to be.
+    fn settle(self) {
+        self.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Clone, Debug)]
 struct Meta {
     queue: u16,
     id: u32,
-    hw_protocol: u16,
-    hook: Hook,
-    mark: u32,
-    indev: Option<u32>,
-    outdev: Option<u32>,
-    physindev: Option<u32>,
-    physoutdev: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    skb_info: SkbInfo,
-    timestamp: Option<SystemTime>,
-    hw_addr: Option<([u8; 8], u8)>,
-    original_len: u32,
-    copied_len: u32,
-    truncated: bool,
+    /// Every attribute but the payload (see [`OwnedAttrs`]).
+    attrs: OwnedAttrs,
 }
 
 /// A packet taken out of its callback ([`Pending::defer`]): owned, `Send`, and carrying what it
@@ -253,6 +363,13 @@ const _: () = {
 };
 
 impl DeferredPacket {
+    /// A borrowed [`Packet`] view of the owned copy, with every accessor a packet has in its
+    /// callback (the payload being what [`DeferCopy`] kept). Each call walks the copied
+    /// attributes once: keep the view to read several of them.
+    pub fn packet(&self) -> Packet<'_> {
+        self.meta.attrs.view(self.meta.queue, &self.payload)
+    }
+
     /// The packet id.
     pub fn id(&self) -> u32 {
         self.meta.id
@@ -261,69 +378,105 @@ impl DeferredPacket {
     pub fn queue_num(&self) -> u16 {
         self.meta.queue
     }
+    /// See [`Packet::family`].
+    pub fn family(&self) -> Family {
+        self.packet().family()
+    }
     /// See [`Packet::hw_protocol`].
     pub fn hw_protocol(&self) -> u16 {
-        self.meta.hw_protocol
+        self.packet().hw_protocol()
     }
     /// See [`Packet::hook`].
     pub fn hook(&self) -> Hook {
-        self.meta.hook
+        self.packet().hook()
     }
     /// See [`Packet::mark`].
     pub fn mark(&self) -> u32 {
-        self.meta.mark
+        self.packet().mark()
     }
     /// See [`Packet::indev`].
     pub fn indev(&self) -> Option<u32> {
-        self.meta.indev
+        self.packet().indev()
     }
     /// See [`Packet::outdev`].
     pub fn outdev(&self) -> Option<u32> {
-        self.meta.outdev
+        self.packet().outdev()
     }
     /// See [`Packet::physindev`].
     pub fn physindev(&self) -> Option<u32> {
-        self.meta.physindev
+        self.packet().physindev()
     }
     /// See [`Packet::physoutdev`].
     pub fn physoutdev(&self) -> Option<u32> {
-        self.meta.physoutdev
+        self.packet().physoutdev()
     }
     /// See [`Packet::uid`].
     pub fn uid(&self) -> Option<u32> {
-        self.meta.uid
+        self.packet().uid()
     }
     /// See [`Packet::gid`].
     pub fn gid(&self) -> Option<u32> {
-        self.meta.gid
+        self.packet().gid()
+    }
+    /// See [`Packet::secctx`].
+    pub fn secctx(&self) -> Option<&[u8]> {
+        self.packet().secctx()
     }
     /// See [`Packet::skb_info`].
     pub fn skb_info(&self) -> SkbInfo {
-        self.meta.skb_info
+        self.packet().skb_info()
     }
     /// See [`Packet::timestamp`].
     pub fn timestamp(&self) -> Option<SystemTime> {
-        self.meta.timestamp
+        self.packet().timestamp()
     }
     /// See [`Packet::hw_addr`].
     pub fn hw_addr(&self) -> Option<&[u8]> {
-        self.meta
-            .hw_addr
-            .as_ref()
-            .map(|(bytes, len)| &bytes[..usize::from(*len)])
+        self.packet().hw_addr()
     }
-    /// The copied payload; empty when deferred with [`Pending::defer_metadata`] (or in meta
-    /// copy mode).
+    /// The copied payload: all of it, none ([`Pending::defer_metadata`], [`DeferCopy::Metadata`],
+    /// or meta copy mode) or its first bytes ([`DeferCopy::Prefix`]).
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
-    /// See [`Packet::original_len`].
+    /// The packet's length as queued (see [`Packet::original_len`]), also when the owned copy
+    /// left payload bytes out.
     pub fn original_len(&self) -> u32 {
-        self.meta.original_len
+        self.packet().original_len()
     }
-    /// See [`Packet::is_truncated`].
+    /// `true` when [`DeferredPacket::payload`] is shorter than the packet: the kernel's copy
+    /// range cut it, or the owned copy left bytes out ([`DeferCopy`]).
     pub fn is_truncated(&self) -> bool {
-        self.meta.truncated
+        self.packet().is_truncated()
+    }
+    /// See [`Packet::conntrack`].
+    pub fn conntrack(&self) -> Option<crate::conntrack::Conntrack<'_>> {
+        self.packet().conntrack()
+    }
+    /// See [`Packet::conntrack_info`].
+    pub fn conntrack_info(&self) -> Option<crate::conntrack::CtInfo> {
+        self.packet().conntrack_info()
+    }
+    /// See [`Packet::exp`].
+    pub fn exp(&self) -> Option<&[u8]> {
+        self.packet().exp()
+    }
+    /// See [`Packet::vlan`].
+    pub fn vlan(&self) -> Option<Vlan> {
+        self.packet().vlan()
+    }
+    /// See [`Packet::l2_header`].
+    pub fn l2_header(&self) -> Option<&[u8]> {
+        self.packet().l2_header()
+    }
+    /// See [`Packet::priority`].
+    pub fn priority(&self) -> Option<u32> {
+        self.packet().priority()
+    }
+    /// See [`Packet::raw_attr`]: every attribute the kernel sent is in the owned copy (the
+    /// payload as far as it was copied).
+    pub fn raw_attr(&self, nfqa: u16) -> Option<&[u8]> {
+        self.packet().raw_attr(nfqa)
     }
 
     /// A sender for range verdicts and batches on the same handle.
@@ -351,51 +504,36 @@ impl DeferredPacket {
             .ticket
             .take()
             .expect("a live DeferredPacket has its ticket");
-        let refused =
-            ticket
-                .queue
-                .refusal(&verdict, self.meta.queue, self.meta.id, self.truncation());
-        let verdict = if refused.is_some() {
-            &ticket.queue.fallback
-        } else {
-            &verdict
-        };
-        let sent = SCRATCH.with(|scratch| {
-            let mut buf = scratch.borrow_mut();
-            buf.clear();
-            netlink::put_verdict(&mut buf, self.meta.queue, self.meta.id, &verdict.msg());
-            let result = send(&ticket.shared, &buf);
-            buf.shrink_if_large();
-            result
-        });
-        ticket.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
-        sent?;
-        refused.map_or(Ok(()), Err)
+        let id = self.meta.id;
+        let (verdict, refused) = ticket.checked(&verdict, id);
+        let sent = ticket.send(id, verdict);
+        ticket.settle();
+        match sent {
+            Ok(true) => refused.map_or(Ok(()), Err),
+            Ok(false) => Err(Error::StaleBinding {
+                queue: self.meta.queue,
+                id,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Accepts the packet.
     pub fn accept(self) -> Result<()> {
         self.verdict(Verdict::accept())
     }
-
-    /// `(copied, original)` lengths when the copy was truncated.
-    fn truncation(&self) -> Option<(usize, u32)> {
-        self.meta
-            .truncated
-            .then_some((self.meta.copied_len as usize, self.meta.original_len))
-    }
 }
 
 impl Drop for DeferredPacket {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            let fallback = &ticket.queue.fallback;
-            let mut buf = AlignedBuf::with_capacity(64);
-            netlink::put_verdict(&mut buf, self.meta.queue, self.meta.id, &fallback.msg());
-            // Nothing to report to from a destructor; after the handle closed, the kernel has
-            // released the packet anyway.
-            let _ = send(&ticket.shared, &buf);
-            ticket.queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+            // Nothing to report to from a destructor. A binding that is gone gets nothing (its
+            // packet was released, and the id may name a packet of a later binding); after the
+            // handle closed, the kernel has released the packet anyway.
+            if let Ok(true) = ticket.send(self.meta.id, &ticket.queue.fallback) {
+                ticket.shared.counters.bump(Count::FallbackUndecided);
+            }
+            ticket.settle();
         }
     }
 }
@@ -405,7 +543,7 @@ impl fmt::Debug for DeferredPacket {
         f.debug_struct("DeferredPacket")
             .field("queue", &self.meta.queue)
             .field("id", &self.meta.id)
-            .field("hook", &self.meta.hook)
+            .field("hook", &self.hook())
             .field("payload_len", &self.payload.len())
             .finish_non_exhaustive()
     }
@@ -414,6 +552,25 @@ impl fmt::Debug for DeferredPacket {
 thread_local! {
     /// Reused buffer for single deferred verdicts, so that deciding a packet does not allocate.
     static SCRATCH: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::with_capacity(256));
+}
+
+/// Runs `build` on an empty buffer: this thread's reused one when it is there, else a fresh
+/// one. Verdicts are sent from destructors too, including those of thread-locals, where the
+/// scratch buffer may already be gone (or be in use, one frame up): never panic for that.
+fn with_scratch<R>(len: usize, build: impl FnOnce(&mut AlignedBuf) -> R) -> R {
+    let mut build = Some(build);
+    let reused = SCRATCH.try_with(|scratch| {
+        let mut buf = scratch.try_borrow_mut().ok()?;
+        buf.clear();
+        let result = (build.take().expect("called once"))(&mut buf);
+        buf.clear();
+        buf.shrink_if_large();
+        Some(result)
+    });
+    match reused {
+        Ok(Some(result)) => result,
+        _ => (build.take().expect("not called yet"))(&mut AlignedBuf::with_capacity(len)),
+    }
 }
 
 fn send(shared: &Shared, buf: &AlignedBuf) -> Result<()> {
@@ -464,7 +621,15 @@ impl VerdictSender {
             verdict.action().raw(),
             verdict.mark(),
         );
-        send(&self.shared, &buf)
+        send(&self.shared, &buf)?;
+        self.shared.counters.bump(Count::RangeVerdicts);
+        Ok(())
+    }
+
+    /// A snapshot of the counters of the handle this sender belongs to (see
+    /// [`Handle::counters`](crate::Handle::counters)).
+    pub fn counters(&self) -> crate::Counters {
+        self.shared.counters.snapshot()
     }
 
     /// `true` once the handle was dropped.
@@ -477,7 +642,7 @@ impl VerdictSender {
         VerdictBatch {
             shared: Arc::clone(&self.shared),
             buf: AlignedBuf::with_capacity(4096),
-            tickets: Vec::with_capacity(max_packets.clamp(1, 1024)),
+            entries: Vec::with_capacity(max_packets.clamp(1, 1024)),
             max_packets: max_packets.max(1),
         }
     }
@@ -508,7 +673,8 @@ impl fmt::Debug for VerdictSender {
 pub struct VerdictBatch {
     shared: Arc<Shared>,
     buf: AlignedBuf,
-    tickets: Vec<Arc<QueueState>>,
+    /// One per message in `buf`: the packet's binding and where its message ends.
+    entries: Vec<(Arc<QueueState>, usize)>,
     max_packets: usize,
 }
 
@@ -517,7 +683,10 @@ const FLUSH_BYTES: usize = 64 * 1024;
 impl VerdictBatch {
     /// Adds a packet's verdict; sends the batch when it is full. A packet of another handle is
     /// decided on its own, at once. A refused verdict ([`Error::TruncatedPayload`],
-    /// [`Error::InvalidVerdict`]) is replaced by the queue's fallback and reported.
+    /// [`Error::PayloadTooShort`], [`Error::InvalidVerdict`]) is replaced by the queue's
+    /// fallback and reported. A packet of an earlier binding of its queue is not added
+    /// ([`Error::StaleBinding`]); one whose binding goes away before the batch is sent is left
+    /// out then (and counted in [`Counters::stale_discarded`](crate::Counters::stale_discarded)).
     #[doc(alias = "nfq_set_verdict")]
     pub fn push(&mut self, mut packet: DeferredPacket, verdict: Verdict) -> Result<()> {
         if !Arc::ptr_eq(
@@ -527,39 +696,100 @@ impl VerdictBatch {
             return packet.verdict(verdict);
         }
         let ticket = packet.ticket.take().expect("live ticket");
-        let refused = ticket.queue.refusal(
-            &verdict,
-            packet.meta.queue,
-            packet.meta.id,
-            packet.truncation(),
-        );
-        let verdict = if refused.is_some() {
-            &ticket.queue.fallback
-        } else {
-            &verdict
-        };
+        let id = packet.meta.id;
+        if ticket.queue.live().is_none() {
+            self.shared.counters.bump(Count::StaleDiscarded);
+            ticket.settle();
+            return Err(Error::StaleBinding {
+                queue: packet.meta.queue,
+                id,
+            });
+        }
+        let (verdict, refused) = ticket.checked(&verdict, id);
         let msg = verdict.msg();
         let mut result = Ok(());
         if !self.buf.is_empty() && self.buf.len() + msg.len() > FLUSH_BYTES {
             result = self.flush();
         }
-        netlink::put_verdict(&mut self.buf, packet.meta.queue, packet.meta.id, &msg);
-        self.tickets.push(ticket.queue);
-        if self.tickets.len() >= self.max_packets {
+        netlink::put_verdict(&mut self.buf, packet.meta.queue, id, &msg);
+        // The batch now holds the packet's place in the books: `flush` settles it.
+        self.entries.push((ticket.queue, self.buf.len()));
+        if self.entries.len() >= self.max_packets {
             result = result.and(self.flush());
         }
         result.and(refused.map_or(Ok(()), Err))
     }
 
-    /// Sends the collected verdicts now.
+    /// Sends the collected verdicts now, leaving out those whose binding went away since they
+    /// were added.
     pub fn flush(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.entries.is_empty() {
             return Ok(());
         }
-        let result = send(&self.shared, &self.buf);
+        let sock = match self.shared.get() {
+            Ok(sock) => sock,
+            Err(e) => {
+                // The handle is gone, and with it every packet: nothing to send.
+                self.buf.clear();
+                for (queue, _) in self.entries.drain(..) {
+                    queue.outstanding.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(e);
+            }
+        };
+        // Hold every binding's read lock across the send (each lock once: a second read lock of
+        // the same lock could wait behind a writer), so none can be unbound meanwhile.
+        let mut bindings: Vec<&Arc<QueueState>> = Vec::new();
+        for (queue, _) in &self.entries {
+            if !bindings.iter().any(|b| Arc::ptr_eq(b, queue)) {
+                bindings.push(queue);
+            }
+        }
+        let guards: Vec<_> = bindings.iter().map(|b| (*b, b.live())).collect();
+        let is_live = |queue: &Arc<QueueState>| {
+            guards
+                .iter()
+                .any(|(b, guard)| Arc::ptr_eq(b, queue) && guard.is_some())
+        };
+        let stale = self.entries.iter().filter(|(q, _)| !is_live(q)).count();
+        let sent = self.entries.len() - stale;
+        let send = |buf: &AlignedBuf| {
+            sock.send(buf.as_slice())
+                .map_err(|e| Error::io("send verdicts", e))
+        };
+        let result = if stale == 0 {
+            send(&self.buf)
+        } else {
+            let mut live = AlignedBuf::with_capacity(self.buf.len());
+            let mut start = 0;
+            for (queue, end) in &self.entries {
+                if is_live(queue) {
+                    let bytes = &self.buf.as_slice()[start..*end];
+                    let at = live.len();
+                    live.reserve(bytes.len());
+                    live.whole_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+                    live.set_len(at + bytes.len());
+                }
+                start = *end;
+            }
+            self.shared
+                .counters
+                .add(Count::StaleDiscarded, stale as u64);
+            if live.is_empty() {
+                Ok(())
+            } else {
+                send(&live)
+            }
+        };
+        drop(guards);
+        drop(sock);
+        match &result {
+            Ok(()) => self.shared.counters.add(Count::Verdicts, sent as u64),
+            Err(_) => self.shared.counters.bump(Count::SendErrors),
+        }
         self.buf.clear();
         self.buf.shrink_if_large();
-        for queue in self.tickets.drain(..) {
+        for (queue, _) in self.entries.drain(..) {
             queue.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
         result
@@ -567,12 +797,12 @@ impl VerdictBatch {
 
     /// Number of verdicts collected and not sent yet.
     pub fn len(&self) -> usize {
-        self.tickets.len()
+        self.entries.len()
     }
 
     /// `true` when no verdict waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -586,7 +816,7 @@ impl Drop for VerdictBatch {
 impl fmt::Debug for VerdictBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerdictBatch")
-            .field("pending", &self.tickets.len())
+            .field("pending", &self.entries.len())
             .finish_non_exhaustive()
     }
 }

@@ -33,6 +33,14 @@ pub enum Error {
         queue: u16,
     },
 
+    /// A message named a queue that no socket has bound (ENODEV): for a verdict, the queue was
+    /// unbound after the packet arrived and the kernel released the packet.
+    #[error("queue {queue} is not bound (ENODEV); its packets were released when it was unbound")]
+    QueueNotBound {
+        /// The queue number.
+        queue: u16,
+    },
+
     /// This handle has already bound this queue number.
     #[error("queue {queue} is already bound on this handle (EBUSY)")]
     QueueAlreadyBound {
@@ -150,6 +158,59 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A verdict for a packet of an earlier binding of its queue number: the queue was
+    /// unbound (and perhaps bound again, where packet ids restart at 1) since the packet
+    /// arrived, so the kernel released the packet and the id may now name another one. Nothing
+    /// was sent.
+    #[error(
+        "queue {queue}: packet {id} belongs to an earlier binding of the queue (unbound since); \
+         its verdict was not sent"
+    )]
+    StaleBinding {
+        /// The queue number.
+        queue: u16,
+        /// The packet id the verdict named.
+        id: u32,
+    },
+
+    /// A replacement payload shorter than the packet's headers up to its transport header:
+    /// the kernel would silently drop the packet, so the payload was refused and the packet got
+    /// its queue's fallback verdict.
+    #[error(
+        "queue {queue}: a replacement payload of {len} bytes for packet {id} is shorter than its \
+         network headers ({min} bytes); the kernel would drop the packet"
+    )]
+    PayloadTooShort {
+        /// The queue number.
+        queue: u16,
+        /// The packet id.
+        id: u32,
+        /// The payload's length.
+        len: usize,
+        /// The smallest length the kernel accepts for this packet.
+        min: usize,
+    },
+
+    /// The kernel does not support something the request asked for (`EOPNOTSUPP`), with the
+    /// kernel option it needs.
+    #[error("{op}: queue {queue}: not supported by this kernel (EOPNOTSUPP): {what}")]
+    Unsupported {
+        /// The operation that failed.
+        op: &'static str,
+        /// The queue number.
+        queue: u16,
+        /// What is missing, and the kernel build option that provides it.
+        what: &'static str,
+    },
+
+    /// A configuration value that the kernel would accept but silently turn into dropped
+    /// packets (or that cannot work at all).
+    #[error("invalid configuration: {what}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        what: &'static str,
+    },
+
     /// A packet could not be parsed or rewritten ([`crate::pkt`]).
     #[error(transparent)]
     Packet(#[from] crate::pkt::PktError),
@@ -171,6 +232,8 @@ impl Error {
             Error::PermissionDenied { .. } | Error::QueueOwnedByOther { .. } => Some(libc::EPERM),
             Error::QueueAlreadyBound { .. } => Some(libc::EBUSY),
             Error::UnknownPacket { .. } => Some(libc::ENOENT),
+            Error::QueueNotBound { .. } => Some(libc::ENODEV),
+            Error::Unsupported { .. } => Some(libc::EOPNOTSUPP),
             Error::NoBufs => Some(libc::ENOBUFS),
             Error::Kernel { source, .. } | Error::Io { source, .. } => source.raw_os_error(),
             Error::Timeout { .. } => Some(libc::ETIMEDOUT),
@@ -187,6 +250,9 @@ impl Error {
             Error::NoBufs
             | Error::UnknownPacket { .. }
             | Error::TruncatedPayload { .. }
+            | Error::PayloadTooShort { .. }
+            | Error::StaleBinding { .. }
+            | Error::QueueNotBound { .. }
             | Error::InvalidVerdict { .. } => true,
             Error::Kernel { op, .. } => *op == OP_VERDICT,
             Error::MessageTruncated { .. } | Error::Malformed { .. } => true,

@@ -10,10 +10,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nfq_sys as sys;
-
 use crate::config::{QueueConfig, QueueFlags};
-use crate::deferred::{Handled, Pending, QueueState, VerdictSender};
+use crate::counters::{Count, Counters};
+use crate::deferred::{min_payload_len, Handled, Pending, QueueState, VerdictSender};
 use crate::error::{Error, Result, OP_BIND, OP_CONFIG, OP_UNBIND, OP_VERDICT};
 use crate::netlink::{self, AlignedBuf, Answer, ConfigMsg, Message, VerdictMsg};
 use crate::packet::Packet;
@@ -31,8 +30,20 @@ pub const DEFAULT_BATCH_LIMIT: usize = 256;
 /// The receive buffer [`Handle::open`] asks for: 8 MiB absorb a burst of thousands of full-size
 /// packet messages instead of losing them (`ENOBUFS`).
 pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
+#[cfg(feature = "fuzzing")]
+mod fuzzing;
+
 const SEND_BUFFER_SIZE: usize = 8 * 1024;
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The kernel's queue length when the config sets none.
+const KERNEL_DEFAULT_MAX_LEN: u32 = 1024;
+/// The most [`Handle::fit_recv_buffer`] asks for on its own: 64 MiB.
+const MAX_AUTO_RECV_BUFFER: usize = 64 << 20;
+/// The largest receive buffer [`Handle::set_buffer_size`] sets: far above the largest message
+/// the kernel sends (one packet of at most 65531 bytes with its metadata).
+const MAX_BUFFER_SIZE: usize = 4 << 20;
+/// Default for [`Handle::set_batch_time_limit`].
+pub const DEFAULT_BATCH_TIME_LIMIT: Duration = Duration::from_micros(50);
 
 /// The callback a [`Queue`] stores.
 enum Callback<'cb> {
@@ -59,10 +70,15 @@ struct Slot<'cb> {
     /// `None` while the callback runs (it is taken out so that the registry is not borrowed
     /// during the call).
     callback: Option<Callback<'cb>>,
+    /// The binding, shared with its deferred packets; retired when the slot is removed.
     state: Arc<QueueState>,
     run: Option<Run>,
     /// The queue's maximum length, when the config set one.
     max_len: Option<u32>,
+    /// What one packet message of this queue costs in the socket's receive buffer.
+    message_cost: usize,
+    /// Registered for fuzzing, not bound in the kernel.
+    fuzzing: bool,
 }
 
 /// Owns the shared socket: closes it when the handle is dropped, even while verdict senders
@@ -80,6 +96,8 @@ impl Drop for Owner {
 struct Dispatch {
     packets: usize,
     panic: Option<Box<dyn Any + Send + 'static>>,
+    /// The verdicts were sent once after the pass's first packet.
+    flushed_first: bool,
 }
 
 /// How the first receive of a `process` call waits.
@@ -112,11 +130,23 @@ enum Wait<'a> {
 /// # Batching
 ///
 /// Each `process` call receives what is waiting, up to [`Handle::set_batch_limit`] packets
-/// (default 256), dispatches it, then sends all the verdicts in one system call. Consecutive
+/// (default 256), and dispatches it. The verdict of the pass's first packet is sent at once (the
+/// head of a burst never waits for the packets behind it); later verdicts are gathered and sent
+/// together when the oldest has waited [`Handle::set_batch_time_limit`] (default 50 µs), and
+/// at the end of the pass: cheap callbacks share few system calls, slow ones get their verdicts
+/// out about as soon as they are decided. Consecutive
 /// packets of a queue decided with the same plain verdict (no payload) are decided by one
 /// range verdict, but only while no deferred packet of that queue is outstanding, since a range
 /// verdict decides every queued packet up to its id. [`Handle::set_range_verdicts`] turns that
 /// off; a batch limit of 1 sends each verdict as soon as its callback returned.
+///
+/// # Callbacks are `Send`
+///
+/// The handle can be moved to another thread with its callbacks, so they must be `Send`, even
+/// in a single-threaded program: an `Rc` or a `RefCell` captured by reference fails with
+/// `E0277` ("cannot be sent between threads safely"). Use `Arc` and `Mutex` or atomics, or
+/// [`Receiver`](crate::Receiver) and decide in your own loop; see the crate documentation,
+/// "Callbacks must be `Send`".
 ///
 /// ```compile_fail
 /// fn shared<T: Sync>(_: &T) {}
@@ -146,6 +176,20 @@ pub struct Handle<'cb> {
     /// Errors found while dispatching, returned one per call.
     errors: RefCell<VecDeque<Error>>,
     queues: RefCell<Vec<Slot<'cb>>>,
+    /// Queue numbers unbound without waiting for the kernel's answer, with the sequence number
+    /// of that unbind: packet messages of these queues that arrive before the answer were sent
+    /// before the unbind, and the kernel released their packets.
+    released: RefCell<Vec<(u16, u32)>>,
+    /// Since when a decided verdict waits in the send buffer or a range run (`None`: nothing
+    /// waits).
+    held_since: Cell<Option<Instant>>,
+    batch_time: Cell<Duration>,
+    /// The receive buffer grows with the bound queues (until the user sets its size).
+    auto_recv_buffer: Cell<bool>,
+    /// Fuzzing only: verdicts are discarded instead of sent.
+    discard: Cell<bool>,
+    /// Fuzzing only: a fuzzing pass, which dispatches to fuzzing registrations only.
+    fuzzing: Cell<bool>,
     seq: Cell<u32>,
     generation: Cell<u64>,
     ack_timeout: Cell<Duration>,
@@ -183,6 +227,12 @@ impl<'cb> Handle<'cb> {
             backlog: RefCell::new(VecDeque::new()),
             errors: RefCell::new(VecDeque::new()),
             queues: RefCell::new(Vec::new()),
+            released: RefCell::new(Vec::new()),
+            held_since: Cell::new(None),
+            batch_time: Cell::new(DEFAULT_BATCH_TIME_LIMIT),
+            auto_recv_buffer: Cell::new(true),
+            discard: Cell::new(false),
+            fuzzing: Cell::new(false),
             seq: Cell::new(0),
             generation: Cell::new(0),
             ack_timeout: Cell::new(DEFAULT_ACK_TIMEOUT),
@@ -192,7 +242,7 @@ impl<'cb> Handle<'cb> {
         };
         // Best effort: without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`, and
         // binding (which needs the capability) fails later with a clear error anyway.
-        let _ = handle.set_recv_buffer_size(DEFAULT_RECV_BUFFER);
+        let _ = handle.apply_recv_buffer_size(DEFAULT_RECV_BUFFER);
         handle
     }
 
@@ -277,42 +327,70 @@ impl<'cb> Handle<'cb> {
 
     /// Binds a queue without a `Queue` guard and returns its generation (for `unbind`). The
     /// queue stays bound until unbound or the handle is dropped.
+    ///
+    /// A bind either registers a usable binding or leaves none: an answer lost to a receive
+    /// buffer overrun is asked for again, and a bind that times out is rolled back.
     fn bind_detached(&self, num: u16, config: QueueConfig, callback: Callback<'cb>) -> Result<u64> {
+        config.validate()?;
+        if self.queues.borrow().iter().any(|s| s.num == num) {
+            return Err(Error::QueueAlreadyBound { queue: num });
+        }
+        if self.released.borrow().iter().any(|&(n, _)| n == num) {
+            // Messages of the previous binding may still be on their way: an unbind answered
+            // after them marks where they end, so none is taken for the new binding's.
+            self.request(unbind_msg(num), OP_UNBIND)?;
+            self.forget_released(num);
+        }
         let flags = config.flags.bits();
-        let answer = self.request(
-            ConfigMsg {
-                queue: num,
-                seq: 0,
-                ack: true,
-                cmd: Some(netlink::CMD_BIND),
-                params: Some(config.copy_mode.raw()),
-                max_len: config.max_len,
-                flags: (flags != 0).then_some(flags),
-            },
-            OP_BIND,
-        )?;
-        if answer.errno != 0 {
-            return Err(config_error(OP_BIND, num, answer.errno));
+        let bind = ConfigMsg {
+            queue: num,
+            seq: 0,
+            ack: true,
+            cmd: Some(netlink::CMD_BIND),
+            params: Some(config.copy_mode.raw()),
+            max_len: config.max_len,
+            flags: (flags != 0).then_some(flags),
+        };
+        let (answer, resent) = match self.request(bind, OP_BIND) {
+            Ok(answered) => answered,
+            Err(e) => {
+                // The kernel may have bound the queue before the answer went missing: undo it,
+                // so that no binding without a callback is left behind.
+                if matches!(e, Error::Timeout { .. } | Error::Io { .. }) {
+                    self.unbind_unwaited(num);
+                }
+                return Err(e);
+            }
+        };
+        // Asked twice because the first answer was lost: EBUSY says the first one bound it
+        // (this handle had no binding of `num` before).
+        if answer.errno != 0 && !(resent && answer.errno == libc::EBUSY) {
+            return Err(config_error(OP_BIND, num, answer.errno, config.flags));
         }
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
+        let message_cost = config.message_cost();
         self.queues.borrow_mut().push(Slot {
             num,
             generation,
             callback: Some(callback),
             state: QueueState::new(
+                num,
                 config.fallback,
                 config.flags.contains(QueueFlags::CONNTRACK),
+                config.defer_copy,
             ),
             run: None,
             max_len: config.max_len,
+            message_cost,
+            fuzzing: false,
         });
+        self.fit_recv_buffer();
         Ok(generation)
     }
 
     /// [`Handle::queue_deferrable`] without a `Queue` guard, for owners of a handle that cannot
     /// also hold a guard borrowing it.
-    #[cfg(feature = "tokio")]
     pub(crate) fn bind_deferrable_detached<F>(
         &self,
         num: u16,
@@ -334,44 +412,20 @@ impl<'cb> Handle<'cb> {
         }
     }
 
+    /// A snapshot of what this handle (and every sender on its socket) counted: packets,
+    /// verdicts, fallbacks and why, overruns, the kernel's late errors. Cheap and lock-free;
+    /// see [`Counters`].
+    pub fn counters(&self) -> Counters {
+        self.owner.0.counters.snapshot()
+    }
+
     /// Unbinds queue `num` and forgets its slot. Called by `Queue`.
-    pub(crate) fn unbind(&self, num: u16, generation: u64) -> Result<()> {
-        let unbind = ConfigMsg {
-            queue: num,
-            seq: 0,
-            ack: true,
-            cmd: Some(netlink::CMD_UNBIND),
-            params: None,
-            max_len: None,
-            flags: None,
-        };
-        let result = if self.recv.try_borrow_mut().is_ok() {
-            self.request(unbind, OP_UNBIND).and_then(|a| {
-                if a.errno == 0 {
-                    Ok(())
-                } else {
-                    Err(config_error(OP_UNBIND, num, a.errno))
-                }
-            })
-        } else {
-            // Called from inside a callback: the receive path is busy, so send without waiting
-            // for the acknowledgement; a failure arrives later as an error.
-            let mut buf = AlignedBuf::with_capacity(128);
-            netlink::put_config(
-                &mut buf,
-                &ConfigMsg {
-                    ack: false,
-                    ..unbind
-                },
-            );
-            self.sock()
-                .send(buf.as_slice())
-                .map_err(|e| Error::io(OP_UNBIND, e))
-        };
-        // Packets of this queue already received are void: the kernel dropped them on unbind.
-        self.backlog
-            .borrow_mut()
-            .retain(|m| queue_of(m.as_slice()) != Some(num));
+    ///
+    /// Verdicts already decided are sent first; the binding is retired (its deferred packets'
+    /// verdicts are refused from now on) before the unbind is sent. With `wait`, and when not
+    /// called from inside a callback, the kernel's answer is waited for (bounded); otherwise
+    /// the unbind is sent without waiting, and its answer is picked up by a later pass.
+    pub(crate) fn unbind(&self, num: u16, generation: u64, wait: bool) -> Result<()> {
         let removed = {
             let mut queues = self.queues.borrow_mut();
             let at = queues
@@ -379,12 +433,76 @@ impl<'cb> Handle<'cb> {
                 .position(|s| s.num == num && s.generation == generation);
             at.map(|i| queues.swap_remove(i))
         };
-        drop(removed); // the callback is freed after the kernel was told to unbind
+        let Some(mut slot) = removed else {
+            return Ok(()); // already unbound
+        };
+        // Verdicts decided before the unbind go before it: the pending run of this queue and
+        // the send buffer (the range run must not be lost with the slot).
+        if let Some(run) = slot.run.take() {
+            self.push_run(num, run);
+        }
+        self.flush_verdicts();
+        slot.state.retire();
+        let result = if wait && self.recv.try_borrow_mut().is_ok() {
+            let result = self
+                .request(unbind_msg(num), OP_UNBIND)
+                .and_then(|(a, resent)| {
+                    match a.errno {
+                        0 => Ok(()),
+                        // Asked again after a lost answer: already unbound by the first request.
+                        libc::ENODEV if resent => Ok(()),
+                        errno => Err(config_error(OP_UNBIND, num, errno, QueueFlags::empty())),
+                    }
+                });
+            if result.is_err() {
+                // Unknown whether the kernel unbound it: ask again without waiting, so that
+                // messages of the old binding are told apart from a later one's.
+                self.unbind_unwaited(num);
+            }
+            result
+        } else {
+            self.unbind_unwaited(num);
+            Ok(())
+        };
+        // Packets of this queue already received are void: the kernel dropped them on unbind.
+        self.backlog
+            .borrow_mut()
+            .retain(|m| queue_of(m.as_slice()) != Some(num));
+        drop(slot); // the callback is freed after the kernel was told to unbind
         result
     }
 
+    /// Sends an unbind of `num` without waiting for the answer; until the answer arrives,
+    /// packet messages of `num` are known to be of the old binding and are skipped.
+    fn unbind_unwaited(&self, num: u16) {
+        let seq = self.next_seq();
+        let mut buf = AlignedBuf::with_capacity(128);
+        netlink::put_config(
+            &mut buf,
+            &ConfigMsg {
+                seq,
+                ..unbind_msg(num)
+            },
+        );
+        match self.sock().send(buf.as_slice()) {
+            Ok(()) => self.released.borrow_mut().push((num, seq)),
+            Err(e) => self.errors.borrow_mut().push_back(Error::io(OP_UNBIND, e)),
+        }
+    }
+
+    fn forget_released(&self, num: u16) {
+        self.released.borrow_mut().retain(|&(n, _)| n != num);
+        self.backlog
+            .borrow_mut()
+            .retain(|m| queue_of(m.as_slice()) != Some(num));
+    }
+
+    fn is_released(&self, num: u16) -> bool {
+        let released = self.released.borrow();
+        !released.is_empty() && released.iter().any(|&(n, _)| n == num)
+    }
+
     /// Unbinds every queue numbered `num` on this handle (for owners without `Queue` guards).
-    #[cfg(feature = "tokio")]
     pub(crate) fn unbind_any(&self, num: u16) -> Result<()> {
         let generation = self
             .queues
@@ -393,41 +511,63 @@ impl<'cb> Handle<'cb> {
             .find(|s| s.num == num)
             .map(|s| s.generation);
         match generation {
-            Some(generation) => self.unbind(num, generation),
-            None => Err(Error::Kernel {
-                op: OP_UNBIND,
-                queue: Some(num),
-                source: io::Error::from_raw_os_error(libc::ENODEV),
-            }),
+            Some(generation) => self.unbind(num, generation, true),
+            None => Err(Error::QueueNotBound { queue: num }),
         }
     }
 
-    /// Sends a configuration message and waits for the kernel's answer.
-    fn request(&self, mut msg: ConfigMsg, op: &'static str) -> Result<Answer> {
+    fn next_seq(&self) -> u32 {
         let seq = self.seq.get().wrapping_add(1).max(1);
         self.seq.set(seq);
-        msg.seq = seq;
-        let mut buf = AlignedBuf::with_capacity(128);
-        netlink::put_config(&mut buf, &msg);
+        seq
+    }
+
+    /// Sends a configuration message and waits for the kernel's answer, at most the ack
+    /// timeout. Messages that arrive meanwhile are kept, in order, for the next pass. When the
+    /// receive buffer overflowed and the socket ran dry without the answer, the answer was lost
+    /// with the overflow: the request is sent again (bind and unbind are idempotent, answering
+    /// `EBUSY` / `ENODEV` the second time), which the second value of the result tells.
+    fn request(&self, mut msg: ConfigMsg, op: &'static str) -> Result<(Answer, bool)> {
         let mut recv = self.recv.try_borrow_mut().map_err(|_| Error::Reentrant)?;
+        // `None`: wait forever (a timeout too large to add to the clock).
+        let deadline = Instant::now().checked_add(self.ack_timeout.get());
         let sock = self.sock();
-        sock.send(buf.as_slice()).map_err(|e| Error::io(op, e))?;
-        let deadline = Instant::now() + self.ack_timeout.get();
+        let mut resent = false;
+        let mut maybe_lost = false;
+        let send = |msg: &mut ConfigMsg| -> Result<u32> {
+            msg.seq = self.next_seq();
+            let mut buf = AlignedBuf::with_capacity(128);
+            netlink::put_config(&mut buf, msg);
+            sock.send(buf.as_slice()).map_err(|e| Error::io(op, e))?;
+            Ok(msg.seq)
+        };
+        let mut seq = send(&mut msg)?;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let readable = !left.is_zero()
-                && sock
-                    .poll(libc::POLLIN, None, Some(left))
-                    .map_err(|e| Error::io(op, e))?
-                    .0;
-            if !readable {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 return Err(Error::Timeout { op });
             }
             let n = match sock.recv(&mut recv, libc::MSG_DONTWAIT) {
                 Ok(Some(n)) => n,
-                Ok(None) => continue,
-                Err(e @ (Error::NoBufs | Error::MessageTruncated { .. })) => {
-                    self.errors.borrow_mut().push_back(e);
+                Ok(None) if maybe_lost => {
+                    maybe_lost = false;
+                    resent = true;
+                    seq = send(&mut msg)?;
+                    continue;
+                }
+                Ok(None) => {
+                    sock.poll(libc::POLLIN, None, left)
+                        .map_err(|e| Error::io(op, e))?;
+                    continue;
+                }
+                Err(e @ Error::NoBufs) => {
+                    maybe_lost = true;
+                    self.note_error(e);
+                    continue;
+                }
+                Err(e @ Error::MessageTruncated { .. }) => {
+                    self.truncated(recv.as_slice());
+                    self.note_error(e);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -436,6 +576,11 @@ impl<'cb> Handle<'cb> {
             for (raw, message) in netlink::messages(&recv.as_slice()[..n]) {
                 match message {
                     Message::Answer(a) if a.seq == seq => answer = Some(a),
+                    // Of a queue unbound without waiting, sent before that unbind: void.
+                    Message::Packet { queue, .. } if self.is_released(queue) => {}
+                    Message::Answer(a) if self.released.borrow().iter().any(|r| r.1 == a.seq) => {
+                        self.answer(&a);
+                    }
                     Message::Other => {}
                     _ => self
                         .backlog
@@ -444,14 +589,17 @@ impl<'cb> Handle<'cb> {
                 }
             }
             if let Some(answer) = answer {
-                return Ok(answer);
+                drop(recv);
+                // Fallbacks of truncated messages found while waiting.
+                self.flush_verdicts();
+                return Ok((answer, resent));
             }
         }
     }
 
     /// Receives what is waiting and dispatches it: calls the callbacks of the packets, sends
-    /// their verdicts (all in one system call, see [Batching](Handle#batching)) and returns how
-    /// many packets were handled.
+    /// their verdicts (see [Batching](Handle#batching)) and returns how many packets were
+    /// handled.
     ///
     /// The first receive waits for data unless the socket is non-blocking
     /// ([`Handle::set_nonblocking`]) or has a receive timeout ([`Handle::set_recv_timeout`]);
@@ -459,9 +607,10 @@ impl<'cb> Handle<'cb> {
     /// Returns `Ok(0)` when nothing arrived.
     ///
     /// Errors the kernel reports about earlier verdicts arrive interleaved with packets; they are
-    /// returned after the packets received with them were dispatched, one per call (the rest
-    /// are kept for the following calls). [`Error::is_transient`] tells which ones the loop can
-    /// simply continue past, such as [`Error::NoBufs`].
+    /// returned one per call, after the packets received with them were dispatched: a call that
+    /// dispatched packets returns their count, and the next call returns the error at once
+    /// (without waiting). [`Error::is_transient`] tells which ones the loop can simply continue
+    /// past, such as [`Error::NoBufs`]. Every error is also counted ([`Handle::counters`]).
     ///
     /// # Panics
     /// When a callback panics, its packet gets the queue's fallback verdict
@@ -489,20 +638,30 @@ impl<'cb> Handle<'cb> {
         if !backlog.is_empty() {
             for message in &backlog {
                 self.dispatch(message.as_slice(), &mut state);
+                self.flush_if_due(&mut state);
             }
         } else if self.receive_first(&mut recv, wait)? {
             let n = recv.len();
             self.dispatch(&recv.as_slice()[..n], &mut state);
+            self.flush_if_due(&mut state);
             // Take what else is waiting, without waiting, up to the batch limit; one lock of the
             // shared socket for the whole drain.
             let limit = self.pass_limit.get();
             let sock = self.sock();
             while state.packets < limit && state.panic.is_none() {
                 match sock.recv(&mut recv, libc::MSG_DONTWAIT) {
-                    Ok(Some(n)) => self.dispatch(&recv.as_slice()[..n], &mut state),
+                    Ok(Some(n)) => {
+                        self.dispatch(&recv.as_slice()[..n], &mut state);
+                        self.flush_if_due(&mut state);
+                    }
                     Ok(None) => break,
+                    Err(e @ Error::MessageTruncated { .. }) => {
+                        self.truncated(recv.as_slice());
+                        self.note_error(e);
+                    }
+                    Err(e @ Error::NoBufs) => self.note_error(e),
                     Err(e) => {
-                        self.errors.borrow_mut().push_back(e);
+                        self.note_error(e);
                         break;
                     }
                 }
@@ -515,23 +674,64 @@ impl<'cb> Handle<'cb> {
         if let Some(payload) = state.panic {
             panic::resume_unwind(payload);
         }
+        if state.packets > 0 {
+            // The count now, the errors from the next call on.
+            return Ok((state.packets, false));
+        }
         match self.errors.borrow_mut().pop_front() {
             Some(err) => Err(err),
             None => Ok((state.packets, idle)),
         }
     }
 
-    /// The first receive of a pass; `Ok(false)` when nothing arrived.
+    /// Sends the verdicts decided so far when the pass's first packet was just decided (the
+    /// head of a burst never waits for the rest), or when a decided verdict has waited for the
+    /// batch time limit.
+    fn flush_if_due(&self, state: &mut Dispatch) {
+        let first = !state.flushed_first && state.packets > 0;
+        let due = first
+            || self
+                .held_since
+                .get()
+                .is_some_and(|since| since.elapsed() >= self.batch_time.get());
+        if due {
+            state.flushed_first = true;
+            self.flush_verdicts();
+        }
+    }
+
+    /// Queues an error for the caller and counts it.
+    fn note_error(&self, err: Error) {
+        self.owner.0.counters.error(&err);
+        self.errors.borrow_mut().push_back(err);
+    }
+
+    /// The first receive of a pass; `Ok(false)` when nothing arrived. A message cut by the
+    /// buffer is decided by its queue's fallback here, and counts as something received.
     fn receive_first(&self, recv: &mut AlignedBuf, wait: Wait<'_>) -> Result<bool> {
         let sock = self.sock();
+        let got = |r: Result<Option<usize>>, recv: &mut AlignedBuf| match r {
+            Ok(got) => Ok(got.is_some()),
+            Err(e @ Error::MessageTruncated { .. }) => {
+                self.truncated(recv.as_slice());
+                self.note_error(e);
+                recv.clear();
+                Ok(true)
+            }
+            Err(e @ Error::NoBufs) => {
+                self.owner.0.counters.error(&e);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        };
         match wait {
-            Wait::Socket => Ok(sock.recv(recv, 0)?.is_some()),
-            Wait::Never => Ok(sock.recv(recv, libc::MSG_DONTWAIT)?.is_some()),
+            Wait::Socket => got(sock.recv(recv, 0), recv),
+            Wait::Never => got(sock.recv(recv, libc::MSG_DONTWAIT), recv),
             Wait::Until(stop) => loop {
                 if stop.is_triggered() {
                     return Ok(false);
                 }
-                if sock.recv(recv, libc::MSG_DONTWAIT)?.is_some() {
+                if got(sock.recv(recv, libc::MSG_DONTWAIT), recv)? {
                     return Ok(true);
                 }
                 sock.poll(libc::POLLIN, Some(stop.fd()), None)
@@ -542,35 +742,36 @@ impl<'cb> Handle<'cb> {
 
     /// Runs the receive loop: waits for packets and dispatches them, forever.
     ///
-    /// Returns only with an error: a non-[transient](Error::is_transient) one ends the loop,
-    /// and so does a transient one, so that the caller can count it; call `run` again to go on.
-    /// [`Handle::run_until`] also returns when a [`Shutdown`] triggers.
+    /// Overload does not end it: after a [transient](Error::is_transient) error (a receive
+    /// buffer overrun, the kernel's late answer about one verdict, a message that did not fit
+    /// the buffer) it goes on; those errors are counted in [`Handle::counters`]. It returns only
+    /// with an error that needs the caller (the socket failed, a queue was taken away), or
+    /// resumes a callback's panic. [`Handle::run_until`] also returns when a [`Shutdown`]
+    /// triggers. To see every error as it happens, loop over [`Handle::process`] instead.
     ///
     /// ```no_run
     /// # use libnfq::{Handle, QueueConfig, Verdict};
     /// # fn main() -> Result<(), libnfq::Error> {
     /// let handle = Handle::open()?;
     /// let _queue = handle.queue(0, QueueConfig::new(), |_| Verdict::accept())?;
-    /// let mut lost = 0u64;
-    /// loop {
-    ///     match handle.run() {
-    ///         Err(libnfq::Error::NoBufs) => lost += 1, // the kernel dropped messages: go on
-    ///         Err(e) if e.is_transient() => eprintln!("{e}"),
-    ///         Err(e) => return Err(e),
-    ///         Ok(()) => return Ok(()),
-    ///     }
-    /// }
+    /// let result = handle.run(); // returns only on a fatal error
+    /// eprintln!("lost to overruns: {} times", handle.counters().enobufs);
+    /// result
     /// # }
     /// ```
     #[doc(alias = "nfq_handle_packet")]
     pub fn run(&self) -> Result<()> {
         loop {
-            let (_, idle) = self.process_inner(Wait::Socket)?;
-            if idle {
-                // Non-blocking socket (or a timeout/signal): wait instead of spinning.
-                self.sock()
-                    .poll(libc::POLLIN, None, None)
-                    .map_err(|e| Error::io("poll", e))?;
+            match self.process_inner(Wait::Socket) {
+                Ok((_, true)) => {
+                    // Non-blocking socket (or a timeout/signal): wait instead of spinning.
+                    self.sock()
+                        .poll(libc::POLLIN, None, None)
+                        .map_err(|e| Error::io("poll", e))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -582,7 +783,11 @@ impl<'cb> Handle<'cb> {
     #[doc(alias = "nfq_handle_packet")]
     pub fn run_until(&self, shutdown: &Shutdown) -> Result<()> {
         while !shutdown.is_triggered() {
-            self.process_inner(Wait::Until(shutdown))?;
+            match self.process_inner(Wait::Until(shutdown)) {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -602,19 +807,85 @@ impl<'cb> Handle<'cb> {
         for (_, message) in netlink::messages(datagram) {
             match message {
                 Message::Packet { queue, attrs } => {
+                    self.owner.0.counters.bump(Count::Packets);
+                    if self.is_released(queue) {
+                        // Sent before this handle unbound the queue: the kernel released it.
+                        continue;
+                    }
                     let packet = Packet::new(queue, attrs);
                     self.decide(packet, state);
                 }
-                Message::Answer(answer) if answer.errno != 0 && answer.seq == 0 => {
-                    self.errors.borrow_mut().push_back(verdict_error(&answer));
-                }
-                Message::Answer(_) | Message::Other => {}
-                Message::Malformed(what) => self
-                    .errors
-                    .borrow_mut()
-                    .push_back(Error::Malformed { what }),
+                Message::Answer(answer) => self.answer(&answer),
+                Message::Other => {}
+                Message::Malformed(what) => self.note_error(Error::Malformed { what }),
             }
         }
+    }
+
+    /// The kernel's answer to a message sent without waiting for it.
+    fn answer(&self, answer: &Answer) {
+        let counters = &self.owner.0.counters;
+        {
+            let mut released = self.released.borrow_mut();
+            if let Some(at) = released
+                .iter()
+                .position(|&(_, seq)| seq != 0 && seq == answer.seq)
+            {
+                // An unbind sent without waiting: its packets are over. ENODEV means the queue
+                // was not bound (a rolled-back bind): nothing to report.
+                released.swap_remove(at);
+                if answer.errno != 0 && answer.errno != libc::ENODEV {
+                    counters.bump(Count::ConfigErrors);
+                }
+                return;
+            }
+        }
+        if answer.errno == 0 || answer.seq != 0 {
+            return;
+        }
+        let err = verdict_error(answer);
+        counters.bump(match &err {
+            Error::UnknownPacket { .. } => Count::UnknownPacketErrors,
+            _ if answer.is_verdict() => Count::VerdictErrors,
+            _ => Count::ConfigErrors,
+        });
+        self.errors.borrow_mut().push_back(err);
+    }
+
+    /// A packet message cut by the receive buffer: its id is in its first bytes, so the packet
+    /// gets its queue's fallback verdict rather than waiting (or being covered by a range
+    /// verdict it was never shown to).
+    fn truncated(&self, partial: &[u8]) {
+        let Some((queue, id)) = netlink::truncated_packet(partial) else {
+            return;
+        };
+        let counters = &self.owner.0.counters;
+        counters.bump(Count::Packets);
+        if self.is_released(queue) {
+            return;
+        }
+        let mut queues = self.queues.borrow_mut();
+        match queues.iter_mut().find(|s| s.num == queue) {
+            Some(slot) => {
+                counters.bump(Count::FallbackTruncated);
+                let fallback = slot.state.fallback.clone();
+                self.push_verdict(slot, id, &fallback);
+            }
+            None => {
+                drop(queues);
+                self.unknown_queue(queue, id);
+            }
+        }
+    }
+
+    /// A packet of a queue this handle has no binding for (it cannot be shown to anyone):
+    /// dropped, rather than left waiting.
+    fn unknown_queue(&self, queue: u16, id: u32) {
+        self.owner.0.counters.bump(Count::FallbackUnknownQueue);
+        let msg = Verdict::drop();
+        let msg = msg.msg();
+        self.push_message(msg.len(), |buf| netlink::put_verdict(buf, queue, id, &msg));
+        self.count_sent(Count::Verdicts);
     }
 
     fn decide(&self, packet: Packet<'_>, state: &mut Dispatch) {
@@ -624,8 +895,13 @@ impl<'cb> Handle<'cb> {
         // Only a deferrable callback needs the queue's shared state (for `Pending::defer`).
         let (generation, mut callback, shared_state) = {
             let mut queues = self.queues.borrow_mut();
-            let Some(slot) = queues.iter_mut().find(|s| s.num == queue) else {
-                // Not (or no longer) bound here: the kernel released the packet on unbind.
+            let fuzzing = self.fuzzing.get();
+            let Some(slot) = queues
+                .iter_mut()
+                .find(|s| s.num == queue && s.fuzzing == fuzzing)
+            else {
+                drop(queues);
+                self.unknown_queue(queue, id);
                 return;
             };
             let callback = if state.panic.is_none() {
@@ -638,9 +914,11 @@ impl<'cb> Handle<'cb> {
             (slot.generation, callback, shared)
         };
         state.packets += 1;
+        let counters = &self.owner.0.counters;
         let truncated = packet
             .is_truncated()
             .then(|| (packet.payload().len(), packet.original_len()));
+        let min_payload = min_payload_len(&packet);
         let deferred = Cell::new(false);
         // `Some(Ok(None))`: the callback deferred the packet. `None`: no callback ran.
         let outcome = match (callback.as_mut(), &shared_state) {
@@ -655,13 +933,19 @@ impl<'cb> Handle<'cb> {
             }
             _ => None,
         };
+        if outcome.is_some() {
+            counters.bump(Count::Dispatched);
+        }
         let mut queues = self.queues.borrow_mut();
         let Some(slot) = queues
             .iter_mut()
             .find(|s| s.num == queue && s.generation == generation)
         else {
             // The Queue was dropped from inside its own callback: the kernel released the
-            // packet; the callback (if any) is freed here.
+            // packet; the callback (if any) is freed here, and a panic is still resumed.
+            if let Some(Err(payload)) = outcome {
+                state.panic.get_or_insert(payload);
+            }
             return;
         };
         if callback.is_some() {
@@ -677,12 +961,17 @@ impl<'cb> Handle<'cb> {
                     // verdict) or escaped to be decided elsewhere.
                     return;
                 }
+                counters.bump(Count::FallbackPanic);
                 slot.state.fallback.clone()
             }
-            None => slot.state.fallback.clone(),
+            None => {
+                counters.bump(Count::FallbackPanic);
+                slot.state.fallback.clone()
+            }
         };
-        let verdict = match slot.state.refusal(&verdict, queue, id, truncated) {
+        let verdict = match slot.state.refusal(&verdict, id, truncated, min_payload) {
             Some(err) => {
+                counters.bump(Count::FallbackRefused);
                 self.errors.borrow_mut().push_back(err);
                 slot.state.fallback.clone()
             }
@@ -707,6 +996,9 @@ impl<'cb> Handle<'cb> {
             last: id,
             count: 1,
         };
+        if self.held_since.get().is_none() {
+            self.held_since.set(Some(Instant::now()));
+        }
         let pending = match &mut slot.run {
             Some(run) if coalesce && run.action == next.action && run.mark == next.mark => {
                 run.last = id;
@@ -724,6 +1016,7 @@ impl<'cb> Handle<'cb> {
             self.push_message(msg.len(), |buf| {
                 netlink::put_verdict(buf, slot.num, id, &msg)
             });
+            self.count_sent(Count::Verdicts);
         }
     }
 
@@ -738,10 +1031,18 @@ impl<'cb> Handle<'cb> {
             self.push_message(msg.len(), |buf| {
                 netlink::put_verdict(buf, queue, run.last, &msg)
             });
+            self.count_sent(Count::Verdicts);
         } else {
             self.push_message(msg.len(), |buf| {
                 netlink::put_batch_verdict(buf, queue, run.last, msg.verdict, msg.mark)
             });
+            self.count_sent(Count::RangeVerdicts);
+        }
+    }
+
+    fn count_sent(&self, which: Count) {
+        if !self.discard.get() {
+            self.owner.0.counters.bump(which);
         }
     }
 
@@ -752,6 +1053,9 @@ impl<'cb> Handle<'cb> {
             self.send_now(&mut send);
         }
         put(&mut send);
+        if self.held_since.get().is_none() {
+            self.held_since.set(Some(Instant::now()));
+        }
         if self.pass_limit.get() <= 1 {
             self.send_now(&mut send);
         }
@@ -776,34 +1080,16 @@ impl<'cb> Handle<'cb> {
             self.send_now(&mut send);
         }
         send.shrink_if_large();
+        self.held_since.set(None);
     }
 
     fn send_now(&self, send: &mut AlignedBuf) {
-        if let Err(e) = self.sock().send(send.as_slice()) {
-            self.errors
-                .borrow_mut()
-                .push_back(Error::io("send verdicts", e));
+        if !self.discard.get() {
+            if let Err(e) = self.sock().send(send.as_slice()) {
+                self.note_error(Error::io("send verdicts", e));
+            }
         }
         send.clear();
-    }
-
-    /// Dispatches `datagram` as if the kernel had sent it (packets to their queues' callbacks,
-    /// error answers to errors), then discards the verdicts instead of sending them. For fuzz
-    /// tests of the receive path only: not part of the API.
-    #[doc(hidden)]
-    pub fn __dispatch_for_fuzzing(&self, datagram: &[u8]) -> (usize, Vec<Error>) {
-        let buf = AlignedBuf::copy_of(datagram);
-        self.pass_limit.set(self.batch_limit());
-        let mut state = Dispatch::default();
-        self.dispatch(buf.as_slice(), &mut state);
-        for slot in self.queues.borrow_mut().iter_mut() {
-            slot.run = None;
-        }
-        self.send.borrow_mut().clear();
-        if let Some(payload) = state.panic {
-            panic::resume_unwind(payload);
-        }
-        (state.packets, self.errors.borrow_mut().drain(..).collect())
     }
 
     /// Sets how many packets one [`Handle::process`] call may receive before it sends their
@@ -816,6 +1102,26 @@ impl<'cb> Handle<'cb> {
     /// never fills a queue by itself.
     pub fn set_batch_limit(&self, packets: usize) {
         self.batch_limit.set(packets.max(1));
+    }
+
+    /// Grows the socket's receive buffer (never shrinks it) to hold what the bound queues can
+    /// have waiting: each queue's maximum length (1024 by default) times the kernel's cost of
+    /// one of its packet messages, within [`MAX_AUTO_RECV_BUFFER`]. Overruns of the socket
+    /// buffer (`ENOBUFS`, lost packets) then do not happen while the queues are within their
+    /// lengths: what does not fit is the queue's to drop (or accept, with `FAIL_OPEN`).
+    fn fit_recv_buffer(&self) {
+        let wanted: usize = self
+            .queues
+            .borrow()
+            .iter()
+            .map(|s| s.max_len.unwrap_or(KERNEL_DEFAULT_MAX_LEN) as usize * s.message_cost)
+            .sum();
+        let wanted = wanted.min(MAX_AUTO_RECV_BUFFER);
+        // SO_RCVBUF reports twice what was asked (the kernel's bookkeeping share).
+        let have = self.recv_buffer_size().unwrap_or(0) / 2;
+        if self.auto_recv_buffer.get() && wanted > have {
+            let _ = self.apply_recv_buffer_size(wanted);
+        }
     }
 
     /// The batch limit in force: the one set, within half the smallest queue length set.
@@ -843,10 +1149,18 @@ impl<'cb> Handle<'cb> {
     /// granted (as `SO_RCVBUF` reports it: twice the request, for bookkeeping overhead).
     ///
     /// A larger buffer absorbs bursts: when it overflows the kernel drops packets and reports
-    /// [`Error::NoBufs`].
+    /// [`Error::NoBufs`]. By default the handle sizes it itself: [`DEFAULT_RECV_BUFFER`] at
+    /// opening, grown at each bind to hold as many packet messages as the bound queues' maximum
+    /// lengths allow (up to 64 MiB), so that a queue within its length never overruns the
+    /// socket. Setting a size here turns that off.
     #[doc(alias = "nfnl_rcvbufsiz")]
     #[doc(alias = "SO_RCVBUFFORCE")]
     pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<usize> {
+        self.auto_recv_buffer.set(false);
+        self.apply_recv_buffer_size(bytes)
+    }
+
+    fn apply_recv_buffer_size(&self, bytes: usize) -> Result<usize> {
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         let forced = self
             .sock()
@@ -906,13 +1220,19 @@ impl<'cb> Handle<'cb> {
     #[doc(alias = "SO_RCVTIMEO")]
     pub fn set_recv_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         let t = timeout.unwrap_or_default();
+        // Rounded up to whole microseconds: a zero `timeval` would mean "no timeout".
+        let mut secs = t.as_secs();
+        let mut micros = u64::from(t.subsec_nanos().div_ceil(1000));
+        if micros == 1_000_000 {
+            secs = secs.saturating_add(1);
+            micros = 0;
+        }
+        if timeout.is_some() && secs == 0 && micros == 0 {
+            micros = 1;
+        }
         let tv = libc::timeval {
-            tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-            tv_usec: if timeout.is_some() && t.is_zero() {
-                1
-            } else {
-                t.subsec_micros() as libc::suseconds_t
-            },
+            tv_sec: secs.min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_usec: micros as libc::suseconds_t,
         };
         self.sock()
             .setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
@@ -920,18 +1240,34 @@ impl<'cb> Handle<'cb> {
     }
 
     /// Sets the size of the buffer datagrams are received into (default
-    /// [`DEFAULT_BUFFER_SIZE`], enough for the largest packet the kernel sends). A datagram
-    /// larger than the buffer is reported as [`Error::MessageTruncated`].
+    /// [`DEFAULT_BUFFER_SIZE`], enough for the largest packet the kernel sends), kept between
+    /// 4 KiB and 4 MiB. A packet message larger than the buffer cannot be shown to its callback:
+    /// the packet gets its queue's fallback verdict (counted in
+    /// [`Counters::fallback_truncated`]) and [`Handle::process`] reports
+    /// [`Error::MessageTruncated`].
     pub fn set_buffer_size(&self, bytes: usize) -> Result<()> {
         let mut recv = self.recv.try_borrow_mut().map_err(|_| Error::Reentrant)?;
         recv.clear();
-        recv.resize_capacity(bytes.max(4096));
+        recv.resize_capacity(bytes.clamp(4096, MAX_BUFFER_SIZE));
         Ok(())
     }
 
-    /// How long binding and unbinding wait for the kernel's acknowledgement (default 5 s).
+    /// How long binding and [`Queue::unbind`] wait for the kernel's acknowledgement (default
+    /// 5 s; [`Duration::MAX`] waits for ever). An acknowledgement lost because the receive
+    /// buffer overflowed is asked for again rather than waited for; a bind that times out is
+    /// undone. Dropping a [`Queue`] never waits.
     pub fn set_ack_timeout(&self, timeout: Duration) {
         self.ack_timeout.set(timeout);
+    }
+
+    /// Sets how long a decided verdict may wait to be sent together with later ones (default
+    /// [`DEFAULT_BATCH_TIME_LIMIT`]): a pass flushes its verdicts once the oldest unsent one
+    /// has waited this long (checked after each packet, so the wait can exceed it by one
+    /// callback's run time). The first verdict of every pass is sent at once. `Duration::ZERO`
+    /// sends each verdict right after its callback, like a batch limit of 1 but still
+    /// receiving up to the batch limit per pass.
+    pub fn set_batch_time_limit(&self, limit: Duration) {
+        self.batch_time.set(limit);
     }
 }
 
@@ -973,11 +1309,38 @@ fn queue_of(message: &[u8]) -> Option<u16> {
     }
 }
 
-fn config_error(op: &'static str, queue: u16, errno: i32) -> Error {
+fn unbind_msg(num: u16) -> ConfigMsg {
+    ConfigMsg {
+        queue: num,
+        seq: 0,
+        ack: true,
+        cmd: Some(netlink::CMD_UNBIND),
+        params: None,
+        max_len: None,
+        flags: None,
+    }
+}
+
+/// The error for the kernel's answer `errno` to a configuration message about `queue` (bound
+/// with `flags`, for binds).
+fn config_error(op: &'static str, queue: u16, errno: i32, flags: QueueFlags) -> Error {
     match errno {
         libc::EPERM if !has_cap_net_admin() => Error::PermissionDenied { op },
         libc::EPERM => Error::QueueOwnedByOther { queue },
         libc::EBUSY => Error::QueueAlreadyBound { queue },
+        libc::ENODEV => Error::QueueNotBound { queue },
+        libc::EOPNOTSUPP if flags.intersects(QueueFlags::CONNTRACK | QueueFlags::SECCTX) => {
+            Error::Unsupported {
+                op,
+                queue,
+                what: if flags.contains(QueueFlags::CONNTRACK) {
+                    "QueueFlags::CONNTRACK needs a kernel built with \
+                     CONFIG_NETFILTER_NETLINK_GLUE_CT (conntrack data in queued packets)"
+                } else {
+                    "QueueFlags::SECCTX needs a kernel built with CONFIG_NETWORK_SECMARK"
+                },
+            }
+        }
         _ => Error::Kernel {
             op,
             queue: Some(queue),
@@ -986,18 +1349,23 @@ fn config_error(op: &'static str, queue: u16, errno: i32) -> Error {
     }
 }
 
+/// The error for the kernel's late answer about a message sent without waiting (a verdict,
+/// usually): as typed as a bind's errors.
 fn verdict_error(answer: &Answer) -> Error {
-    let is_verdict = matches!(answer.msg, Some(m) if m == sys::NFQNL_MSG_VERDICT || m == sys::NFQNL_MSG_VERDICT_BATCH);
-    match (answer.errno, is_verdict, answer.queue, answer.packet_id) {
+    match (
+        answer.errno,
+        answer.is_verdict(),
+        answer.queue,
+        answer.packet_id,
+    ) {
         (libc::ENOENT, true, Some(queue), Some(id)) => Error::UnknownPacket { queue, id },
+        (libc::ENODEV, _, Some(queue), _) => Error::QueueNotBound { queue },
+        (libc::EPERM, _, Some(queue), _) => Error::QueueOwnedByOther { queue },
         (errno, true, queue, _) => Error::Kernel {
             op: OP_VERDICT,
             queue,
             source: io::Error::from_raw_os_error(errno),
         },
-        (libc::EPERM, false, Some(queue), _) if answer.cmd.is_some() => {
-            config_error(OP_CONFIG, queue, libc::EPERM)
-        }
         (errno, false, queue, _) => {
             let op = if answer.cmd == Some(netlink::CMD_UNBIND) {
                 OP_UNBIND

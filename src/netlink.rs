@@ -12,20 +12,12 @@ use std::ptr;
 
 use nfq_sys as sys;
 
+use crate::attrs::{align4, Attrs, NLA_HDRLEN, NLA_TYPE_MASK};
+
 /// Length of `struct nlmsghdr` (already 4-byte aligned).
 const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
 /// Length of `struct nfgenmsg`.
 const NFGENMSG_LEN: usize = size_of::<sys::nfgenmsg>();
-/// Length of `struct nlattr`.
-const NLA_HDRLEN: usize = size_of::<libc::nlattr>();
-/// The attribute table size (`NFQA_MAX + 1` of these bindings).
-pub(crate) const NFQA_COUNT: usize = sys::__NFQA_MAX as usize;
-/// `NLA_TYPE_MASK`: an attribute type without the nested / byte-order flags.
-const NLA_TYPE_MASK: u16 = !(libc::NLA_F_NESTED as u16 | libc::NLA_F_NET_BYTEORDER as u16);
-
-const fn align4(len: usize) -> usize {
-    (len + 3) & !3
-}
 
 /// `nlmsg_type` of a queue message of this `NFQNL_MSG_*` kind.
 const fn queue_msg_type(msg: u32) -> u16 {
@@ -288,11 +280,8 @@ pub(crate) fn put_batch_verdict(
 // dispatch; boxing it would allocate per packet.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Message<'a> {
-    /// A queued packet: its queue number and attribute table.
-    Packet {
-        queue: u16,
-        attrs: [Option<&'a [u8]>; NFQA_COUNT],
-    },
+    /// A queued packet: its queue number and attributes (with the message's address family).
+    Packet { queue: u16, attrs: Attrs<'a> },
     /// An acknowledgement (`errno == 0`) or error answer to a message we sent.
     Answer(Answer),
     /// A packet message that could not be parsed.
@@ -316,6 +305,41 @@ pub(crate) struct Answer {
     pub(crate) packet_id: Option<u32>,
     /// The configuration command of an answered config message, when echoed.
     pub(crate) cmd: Option<u8>,
+}
+
+impl Answer {
+    /// `true` for an answer about a verdict (single or range).
+    pub(crate) fn is_verdict(&self) -> bool {
+        matches!(self.msg, Some(m) if m == sys::NFQNL_MSG_VERDICT || m == sys::NFQNL_MSG_VERDICT_BATCH)
+    }
+}
+
+/// The queue number and packet id of a packet message cut short by the receive buffer:
+/// the kernel writes `NFQA_PACKET_HDR` first, so the first bytes name the packet. `None` when
+/// `partial` does not start with a packet message or its header attribute is cut off too.
+pub(crate) fn truncated_packet(partial: &[u8]) -> Option<(u16, u32)> {
+    // SAFETY: `read_unaligned` of a plain-old-data header from a slice at least that long.
+    let hdr = (partial.len() >= NLMSG_HDRLEN)
+        .then(|| unsafe { ptr::read_unaligned(partial.as_ptr().cast::<libc::nlmsghdr>()) })?;
+    if hdr.nlmsg_type != queue_msg_type(sys::NFQNL_MSG_PACKET) {
+        return None;
+    }
+    let queue = be16(partial, NLMSG_HDRLEN + 2)?;
+    let mut at = NLMSG_HDRLEN + NFGENMSG_LEN;
+    loop {
+        let nla_len = usize::from(u16::from_ne_bytes(
+            partial.get(at..at + 2)?.try_into().ok()?,
+        ));
+        let nla_type = u16::from_ne_bytes(partial.get(at + 2..at + 4)?.try_into().ok()?);
+        if nla_len < NLA_HDRLEN {
+            return None;
+        }
+        if u32::from(nla_type & NLA_TYPE_MASK) == sys::NFQA_PACKET_HDR {
+            let payload = partial.get(at + NLA_HDRLEN..at + nla_len)?;
+            return Some((queue, be32(payload, 0)?));
+        }
+        at += align4(nla_len);
+    }
 }
 
 /// Walks the netlink messages of a received datagram.
@@ -377,64 +401,23 @@ fn parse_message<'a>(msg: &'a [u8], hdr: &libc::nlmsghdr) -> Message<'a> {
     }
 }
 
-/// The smallest payload an attribute of this `NFQA_*` type must have to be used; attributes
-/// shorter than that are skipped, as `nfq_nlmsg_parse` would reject them.
-fn min_attr_len(kind: u32) -> usize {
-    match kind {
-        sys::NFQA_PACKET_HDR => size_of::<sys::nfqnl_msg_packet_hdr>(),
-        sys::NFQA_TIMESTAMP => size_of::<sys::nfqnl_msg_packet_timestamp>(),
-        sys::NFQA_HWADDR => size_of::<sys::nfqnl_msg_packet_hw>(),
-        sys::NFQA_MARK
-        | sys::NFQA_IFINDEX_INDEV
-        | sys::NFQA_IFINDEX_OUTDEV
-        | sys::NFQA_IFINDEX_PHYSINDEV
-        | sys::NFQA_IFINDEX_PHYSOUTDEV
-        | sys::NFQA_CAP_LEN
-        | sys::NFQA_SKB_INFO
-        | sys::NFQA_UID
-        | sys::NFQA_GID
-        | sys::NFQA_CT_INFO => 4,
-        // NFQA_PAYLOAD, NFQA_CT, NFQA_EXP, NFQA_SECCTX: any length.
-        _ => 0,
-    }
-}
-
-/// Parses a packet message's attributes into a table indexed by `NFQA_*` type.
+/// Parses a packet message's attributes (see [`Attrs`]).
 ///
 /// This is done here rather than with `nfq_nlmsg_parse` for two reasons found in
 /// libnetfilter_queue 1.0.5: it validates `NFQA_SECCTX` as a `u32`, so a real security context
 /// makes it fail the whole message (and the packet would never be decided), and it fills table
-/// slots up to the *linked* library's `NFQA_MAX`, which a newer library makes larger than the
-/// table sized from these bindings. Here an attribute of an unknown type (newer kernels send
-/// more) or too short for its type is skipped; a truncated tail ends the walk; every slice lies
+/// slots up to the *linked* library's `NFQA_MAX`, which a newer library makes larger than a
+/// table sized from these bindings. Here the table follows the kernel's uapi numbering, an
+/// attribute too short for its type is left out of the table (but stays reachable by number,
+/// like attributes newer than the table), a truncated tail ends the walk, and every slice lies
 /// inside `msg`.
 fn parse_packet(msg: &[u8]) -> Message<'_> {
-    let Some(queue) = be16(msg, NLMSG_HDRLEN + 2) else {
+    let (Some(&family), Some(queue)) = (msg.get(NLMSG_HDRLEN), be16(msg, NLMSG_HDRLEN + 2)) else {
         return Message::Malformed("packet message shorter than its nfgenmsg header");
     };
-    let mut attrs: [Option<&[u8]>; NFQA_COUNT] = [None; NFQA_COUNT];
-    let mut at = NLMSG_HDRLEN + NFGENMSG_LEN;
-    while let (Some(nla_len), Some(nla_type)) = (
-        msg.get(at..at + 2)
-            .map(|b| usize::from(u16::from_ne_bytes([b[0], b[1]]))),
-        msg.get(at + 2..at + 4)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]) & NLA_TYPE_MASK),
-    ) {
-        let Some(payload) = msg
-            .get(at + NLA_HDRLEN..at + nla_len)
-            .filter(|_| nla_len >= NLA_HDRLEN)
-        else {
-            break; // a length shorter than the header or past the message: nothing more to trust
-        };
-        let kind = u32::from(nla_type);
-        if let Some(slot) = attrs.get_mut(kind as usize) {
-            if kind != sys::NFQA_UNSPEC && payload.len() >= min_attr_len(kind) {
-                *slot = Some(payload);
-            }
-        }
-        at += align4(nla_len);
-    }
-    if attrs[sys::NFQA_PACKET_HDR as usize].is_none() {
+    let region = msg.get(NLMSG_HDRLEN + NFGENMSG_LEN..).unwrap_or(&[]);
+    let attrs = Attrs::parse(family, region);
+    if attrs.get(crate::attrs::nfqa::PACKET_HDR).is_none() {
         return Message::Malformed("packet message without a valid NFQA_PACKET_HDR");
     }
     Message::Packet { queue, attrs }
@@ -575,7 +558,9 @@ mod tests {
             for (raw, msg) in messages(buf.as_slice()) {
                 assert!(raw.len() <= len);
                 if let Message::Packet { attrs, .. } = msg {
-                    for a in attrs.iter().flatten() {
+                    let r = attrs.region();
+                    let table = (0..crate::attrs::TABLE_LEN as u16).filter_map(|n| attrs.get(n));
+                    for a in table.chain(attrs.iter().map(|a| a.payload)).chain([r]) {
                         let a0 = a.as_ptr() as usize;
                         let r0 = raw.as_ptr() as usize;
                         assert!(a0 >= r0 && a0 + a.len() <= r0 + raw.len());

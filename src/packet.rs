@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use nfq_sys as sys;
 
-use crate::netlink::{self, NFQA_COUNT};
+use crate::attrs::{nfqa, Attrs, Family, Vlan};
+use crate::netlink;
 
 /// The netfilter hook a packet was queued from. Displayed as iptables names its chain
 /// (`PREROUTING`, `INPUT`, `FORWARD`, `OUTPUT`, `POSTROUTING`).
@@ -119,13 +120,13 @@ pub struct Packet<'a> {
     id: u32,
     hw_protocol: u16,
     hook: u8,
-    attrs: [Option<&'a [u8]>; NFQA_COUNT],
+    attrs: Attrs<'a>,
 }
 
 impl<'a> Packet<'a> {
-    pub(crate) fn new(queue: u16, attrs: [Option<&'a [u8]>; NFQA_COUNT]) -> Self {
+    pub(crate) fn new(queue: u16, attrs: Attrs<'a>) -> Self {
         let (id, hw_protocol, hook) =
-            netlink::packet_header(attrs[sys::NFQA_PACKET_HDR as usize].unwrap_or(&[]));
+            netlink::packet_header(attrs.get(nfqa::PACKET_HDR).unwrap_or(&[]));
         Packet {
             queue,
             id,
@@ -136,7 +137,12 @@ impl<'a> Packet<'a> {
     }
 
     fn attr(&self, kind: u32) -> Option<&'a [u8]> {
-        self.attrs.get(kind as usize).copied().flatten()
+        u16::try_from(kind).ok().and_then(|k| self.attrs.get(k))
+    }
+
+    /// The parsed attributes (for owned copies).
+    pub(crate) fn attrs(&self) -> &Attrs<'a> {
+        &self.attrs
     }
 
     fn attr_u32(&self, kind: u32) -> Option<u32> {
@@ -210,7 +216,10 @@ impl<'a> Packet<'a> {
     #[doc(alias = "nfq_get_timestamp")]
     pub fn timestamp(&self) -> Option<SystemTime> {
         let (sec, usec) = netlink::timestamp(self.attr(sys::NFQA_TIMESTAMP)?)?;
-        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(sec) + Duration::from_micros(usec))
+        // Checked: the kernel's values are trusted for nothing, and a malformed stamp must not
+        // panic (it reads as absent).
+        let since_epoch = Duration::from_secs(sec).checked_add(Duration::from_micros(usec))?;
+        SystemTime::UNIX_EPOCH.checked_add(since_epoch)
     }
 
     /// The packet bytes from the network header on, as far as the copy range allows; empty in
@@ -264,24 +273,67 @@ impl<'a> Packet<'a> {
         SkbInfo::from_bits_retain(self.attr_u32(sys::NFQA_SKB_INFO).unwrap_or(0))
     }
 
-    /// The raw, nested `NFQA_CT` conntrack attribute (needs
-    /// [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK) and kernel support).
+    /// The packet's connection, decoded from the nested `NFQA_CT` attribute: tuples, status,
+    /// mark, id, zone, ... (see [`Conntrack`](crate::conntrack::Conntrack); its
+    /// [`as_bytes`](crate::conntrack::Conntrack::as_bytes) gives the raw attribute). Sent only
+    /// for queues bound with [`QueueFlags::CONNTRACK`](crate::QueueFlags::CONNTRACK), on kernels
+    /// built with `CONFIG_NETFILTER_NETLINK_GLUE_CT`.
     #[doc(alias = "NFQA_CT")]
-    pub fn conntrack(&self) -> Option<&'a [u8]> {
+    #[doc(alias = "nfq_get_ct")]
+    pub fn conntrack(&self) -> Option<crate::conntrack::Conntrack<'a>> {
         self.attr(sys::NFQA_CT)
+            .map(crate::conntrack::Conntrack::parse)
     }
 
-    /// The conntrack state (`enum ip_conntrack_info`), sent with [`Packet::conntrack`].
+    /// The packet's conntrack state (`NFQA_CT_INFO`, `enum ip_conntrack_info`: established,
+    /// related, new, and their reply forms), sent with [`Packet::conntrack`].
     #[doc(alias = "NFQA_CT_INFO")]
-    pub fn conntrack_info(&self) -> Option<u32> {
-        self.attr_u32(sys::NFQA_CT_INFO)
+    pub fn conntrack_info(&self) -> Option<crate::conntrack::CtInfo> {
+        self.attr(sys::NFQA_CT_INFO)
+            .and_then(crate::conntrack::CtInfo::parse)
     }
 
-    /// The payload of any attribute by its `NFQA_*` number, for attributes this type has no
-    /// accessor for.
+    /// The raw, nested `NFQA_EXP` attribute: the conntrack expectation the packet belongs to,
+    /// as the kernel's ctnetlink writes it (nested `CTA_EXPECT_*`).
+    #[doc(alias = "NFQA_EXP")]
+    pub fn exp(&self) -> Option<&'a [u8]> {
+        self.attrs.get(nfqa::EXP)
+    }
+
+    /// The address family of the hook that queued the packet (`nfgen_family`): IPv4 and IPv6
+    /// for `iptables`/`ip6tables` rules, [`Family::Bridge`] for bridge-family queueing.
+    #[doc(alias = "nfgen_family")]
+    pub fn family(&self) -> Family {
+        Family::from_raw(self.attrs.family())
+    }
+
+    /// The packet's VLAN tag, when the kernel holds it outside the packet data (`NFQA_VLAN`).
+    #[doc(alias = "NFQA_VLAN")]
+    pub fn vlan(&self) -> Option<Vlan> {
+        self.attrs.get(nfqa::VLAN).and_then(Vlan::parse)
+    }
+
+    /// The packet's full layer-2 header (`NFQA_L2HDR`), which the kernel sends for packets
+    /// queued from the bridge family.
+    #[doc(alias = "NFQA_L2HDR")]
+    pub fn l2_header(&self) -> Option<&'a [u8]> {
+        self.attrs.get(nfqa::L2HDR)
+    }
+
+    /// The packet's priority (`skb->priority`, `NFQA_PRIORITY`), sent when it is not 0: for
+    /// instance the `SO_PRIORITY` of the local socket that sent it.
+    #[doc(alias = "NFQA_PRIORITY")]
+    pub fn priority(&self) -> Option<u32> {
+        netlink::attr_be32(self.attrs.get(nfqa::PRIORITY))
+    }
+
+    /// The payload of any attribute by its `NFQA_*` number (see [`nfqa`](crate::nfqa)), as
+    /// sent: also for numbers newer than this crate (nothing the kernel sends is dropped) and
+    /// for attributes too short for their type (which the typed accessors ignore). `None` when
+    /// the message has no such attribute.
     #[doc(alias = "nfq_nlmsg_parse")]
     pub fn raw_attr(&self, nfqa: u16) -> Option<&'a [u8]> {
-        self.attr(u32::from(nfqa))
+        self.attrs.raw(nfqa)
     }
 }
 
@@ -291,12 +343,14 @@ impl fmt::Debug for Packet<'_> {
             .field("queue", &self.queue)
             .field("id", &self.id)
             .field("hw_protocol", &format_args!("{:#06x}", self.hw_protocol))
+            .field("family", &self.family())
             .field("hook", &self.hook())
             .field("mark", &self.mark())
             .field("indev", &self.indev())
             .field("outdev", &self.outdev())
             .field("payload_len", &self.payload().len())
             .field("original_len", &self.original_len())
+            .field("priority", &self.priority())
             .finish_non_exhaustive()
     }
 }

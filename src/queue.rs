@@ -43,17 +43,24 @@ impl<'h, 'cb> Queue<'h, 'cb> {
     #[doc(alias = "nfq_destroy_queue")]
     #[doc(alias = "NFQNL_CFG_CMD_UNBIND")]
     #[doc(alias = "nfq_nlmsg_cfg_put_cmd")]
+    ///
+    /// Verdicts already decided for its packets are sent first. This waits for the kernel's
+    /// answer (at most [`Handle::set_ack_timeout`]), except when called from inside a
+    /// callback of the same handle: the answer is then checked by a later receive pass.
     pub fn unbind(mut self) -> Result<()> {
         self.unbound = true;
-        self.handle.unbind(self.num, self.generation)
+        self.handle.unbind(self.num, self.generation, true)
     }
 }
 
 impl Drop for Queue<'_, '_> {
+    /// Unbinds without waiting for the kernel's answer, so that dropping a queue never stalls
+    /// (a flooded socket can bury the answer): the kernel acts on the unbind as it receives
+    /// it, and the handle skips the packets of the old binding still on their way.
     fn drop(&mut self) {
         if !self.unbound {
             // Nothing to report to from a destructor; `unbind` gives the answer to who wants it.
-            let _ = self.handle.unbind(self.num, self.generation);
+            let _ = self.handle.unbind(self.num, self.generation, false);
         }
     }
 }

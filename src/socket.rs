@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nfq_sys as sys;
 
+use crate::counters::CounterCells;
 use crate::error::{Error, Result};
 use crate::netlink::AlignedBuf;
 
@@ -115,16 +116,18 @@ impl Socket {
                 };
             }
             let len = rc as usize;
+            if from.nl_pid != 0 {
+                continue; // not from the kernel
+            }
             if len > space.len() {
-                return Err(Error::MessageTruncated {
-                    len,
-                    capacity: space.len(),
-                });
+                // The datagram was cut (MSG_TRUNC gave its real length): what fits is in
+                // `buf`, for the caller to read the packet's id from.
+                let capacity = space.len();
+                buf.set_len(capacity);
+                return Err(Error::MessageTruncated { len, capacity });
             }
-            if from.nl_pid == 0 {
-                buf.set_len(len);
-                return Ok(Some(len));
-            }
+            buf.set_len(len);
+            return Ok(Some(len));
         }
     }
 
@@ -218,6 +221,8 @@ pub(crate) struct Shared {
     sock: RwLock<Option<Socket>>,
     pub(crate) fd: RawFd,
     pub(crate) portid: u32,
+    /// What the handle and every sender on its socket counted.
+    pub(crate) counters: CounterCells,
 }
 
 impl Shared {
@@ -226,6 +231,7 @@ impl Shared {
             fd: sock.fd,
             portid: sock.portid,
             sock: RwLock::new(Some(sock)),
+            counters: CounterCells::default(),
         }
     }
 
@@ -261,5 +267,67 @@ impl std::ops::Deref for SocketGuard<'_> {
     fn deref(&self) -> &Socket {
         // `Shared::get` checked that the socket is there, and the read lock keeps it there.
         self.0.as_ref().expect("checked by Shared::get")
+    }
+}
+
+impl Socket {
+    /// Adopts a netlink socket opened by someone else (`socket(AF_NETLINK, SOCK_RAW or
+    /// SOCK_DGRAM, NETLINK_NETFILTER)`, in whatever network namespace): checked to be one,
+    /// wrapped by libmnl (`mnl_socket_fdopen`), and bound with a kernel-chosen port id when it
+    /// is not bound yet. On error the fd is closed (dropped).
+    pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Socket> {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        const OP: &str = "adopt netlink socket";
+        let raw = fd.as_raw_fd();
+        let opt = |name| {
+            let mut value: libc::c_int = 0;
+            let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: `value`/`len` describe a writable c_int; `raw` is open (owned by `fd`).
+            let rc = unsafe {
+                libc::getsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    name,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if rc < 0 {
+                Err(Error::last_os(OP))
+            } else {
+                Ok(value)
+            }
+        };
+        let refuse = |errno| Err(Error::io(OP, io::Error::from_raw_os_error(errno)));
+        if opt(libc::SO_DOMAIN)? != libc::AF_NETLINK {
+            return refuse(libc::EAFNOSUPPORT);
+        }
+        if opt(libc::SO_PROTOCOL)? != libc::NETLINK_NETFILTER {
+            return refuse(libc::EPROTONOSUPPORT);
+        }
+        if !matches!(opt(libc::SO_TYPE)?, libc::SOCK_RAW | libc::SOCK_DGRAM) {
+            return refuse(libc::ESOCKTNOSUPPORT);
+        }
+        // SAFETY: `raw` is an open netlink socket; on failure libmnl neither closes nor keeps
+        // it (and `fd` still owns it), on success the returned `mnl_socket` holds it.
+        let nl = unsafe { sys::mnl_socket_fdopen(raw) };
+        let nl = NonNull::new(nl).ok_or_else(|| Error::last_os(OP))?;
+        // From here on `sock` owns the fd (closed by `mnl_socket_close` in `Socket::drop`).
+        let fd = fd.into_raw_fd();
+        // SAFETY: `nl` is live; the port id is 0 when the socket is not bound yet.
+        let portid = unsafe { sys::mnl_socket_get_portid(nl.as_ptr()) };
+        let mut sock = Socket { nl, fd, portid };
+        if portid == 0 {
+            // SAFETY: `nl` is live and not bound; AUTOPID lets the kernel pick the port id.
+            if unsafe {
+                sys::mnl_socket_bind(nl.as_ptr(), 0, sys::MNL_SOCKET_AUTOPID as libc::pid_t)
+            } < 0
+            {
+                return Err(Error::last_os(OP));
+            }
+            // SAFETY: `nl` is live and bound.
+            sock.portid = unsafe { sys::mnl_socket_get_portid(nl.as_ptr()) };
+        }
+        Ok(sock)
     }
 }

@@ -45,7 +45,7 @@ pub struct QueueStats {
     #[doc(alias = "queue_total")]
     pub queued: u32,
     /// The copy mode as the kernel numbers it: 0 `NFQNL_COPY_NONE`, 1 `NFQNL_COPY_META`, 2
-    /// `NFQNL_COPY_PACKET`. [`QueueStats::mode`] gives it as a [`CopyMode`].
+    /// `NFQNL_COPY_PACKET`. [`QueueStats::mode`] gives it, with the range, as a [`CopyMode`].
     pub copy_mode: u8,
     /// How many bytes of each packet are copied in `NFQNL_COPY_PACKET` mode (0 in the others).
     pub copy_range: u32,
@@ -122,14 +122,35 @@ impl QueueStats {
             .collect()
     }
 
-    /// The copy mode as a [`CopyMode`], `None` for a mode this crate does not know.
-    pub fn mode(&self) -> Option<CopyMode> {
+    /// The copy mode as a [`CopyMode`]: `Ok(CopyMode::None)`, `Ok(CopyMode::Meta)` or
+    /// `Ok(CopyMode::Packet(range))`.
+    ///
+    /// ```
+    /// use libnfq::{CopyMode, QueueStats};
+    /// let stats: QueueStats = "0 12345 0 2 128 0 0 0 1".parse()?;
+    /// assert_eq!(stats.mode()?, CopyMode::Packet(128));
+    /// let stats: QueueStats = "0 12345 0 0 0 0 0 0 1".parse()?;
+    /// assert_eq!(stats.mode()?, CopyMode::None);
+    /// # Ok::<(), libnfq::Error>(())
+    /// ```
+    ///
+    /// Errors: [`Error::Malformed`] for a mode number other than the kernel's three (the
+    /// kernel refuses any other when a queue is configured, so only a future kernel could
+    /// print one), or a packet copy range above 65535 (the kernel keeps it at most
+    /// [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN)). [`copy_mode`](Self::copy_mode) and
+    /// [`copy_range`](Self::copy_range) keep the raw numbers either way.
+    pub fn mode(&self) -> Result<CopyMode> {
         match u32::from(self.copy_mode) {
-            nfq_sys::NFQNL_COPY_NONE => Some(CopyMode::None),
-            nfq_sys::NFQNL_COPY_META => Some(CopyMode::Meta),
-            // The kernel keeps the range at most MAX_PAYLOAD_LEN, which fits a u16.
-            nfq_sys::NFQNL_COPY_PACKET => u16::try_from(self.copy_range).ok().map(CopyMode::Packet),
-            _ => None,
+            nfq_sys::NFQNL_COPY_NONE => Ok(CopyMode::None),
+            nfq_sys::NFQNL_COPY_META => Ok(CopyMode::Meta),
+            nfq_sys::NFQNL_COPY_PACKET => u16::try_from(self.copy_range)
+                .map(CopyMode::Packet)
+                .map_err(|_| Error::Malformed {
+                    what: "nfnetlink_queue: packet copy range above 65535",
+                }),
+            _ => Err(Error::Malformed {
+                what: "nfnetlink_queue: unknown copy mode",
+            }),
         }
     }
 }
@@ -210,8 +231,8 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(stats[0].mode(), Some(CopyMode::Packet(65531)));
-        assert_eq!(stats[1].mode(), Some(CopyMode::Meta));
+        assert_eq!(stats[0].mode().unwrap(), CopyMode::Packet(65531));
+        assert_eq!(stats[1].mode().unwrap(), CopyMode::Meta);
     }
 
     #[test]
@@ -222,7 +243,7 @@ mod tests {
         let a: QueueStats = "1 2 3 0 0 0 0 4".parse().unwrap();
         let b: QueueStats = "1\t2 3 0 0 0 0 4 1 99 extra\r".parse().unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.mode(), Some(CopyMode::None));
+        assert_eq!(a.mode().unwrap(), CopyMode::None);
         assert_eq!(
             QueueStats::parse("\n1 2 3 0 0 0 0 4 1\n\n").unwrap(),
             vec![a]
@@ -281,10 +302,32 @@ mod tests {
     }
 
     #[test]
-    fn unknown_copy_modes_have_no_copy_mode() {
+    fn unknown_copy_modes_are_errors_not_copy_modes() {
         let unknown: QueueStats = "1 1 0 3 0 0 0 0 1".parse().unwrap();
-        assert_eq!((unknown.copy_mode, unknown.mode()), (3, None));
+        assert_eq!(unknown.copy_mode, 3);
+        assert!(
+            matches!(
+                unknown.mode(),
+                Err(Error::Malformed {
+                    what: "nfnetlink_queue: unknown copy mode"
+                })
+            ),
+            "{:?}",
+            unknown.mode()
+        );
         let huge_range: QueueStats = "1 1 0 2 70000 0 0 0 1".parse().unwrap();
-        assert_eq!(huge_range.mode(), None);
+        assert!(
+            matches!(
+                huge_range.mode(),
+                Err(Error::Malformed {
+                    what: "nfnetlink_queue: packet copy range above 65535"
+                })
+            ),
+            "{:?}",
+            huge_range.mode()
+        );
+        // The largest range that still fits is a copy mode.
+        let max: QueueStats = "1 1 0 2 65535 0 0 0 1".parse().unwrap();
+        assert_eq!(max.mode().unwrap(), CopyMode::Packet(65535));
     }
 }

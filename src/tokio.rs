@@ -24,17 +24,17 @@
 //! is retried (waiting for the socket to become writable, for up to about a second) rather than
 //! dropped.
 
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
 
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
 
 use crate::config::QueueConfig;
-use crate::deferred::{DeferredPacket, Pending, VerdictSender};
+use crate::counters::Counters;
+use crate::deferred::{DeferredPacket, VerdictSender};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
+use crate::pull::Ready;
 
 /// The handle's socket fd, as tokio registers it. It does not own the fd: the handle does, and
 /// the `AsyncFd` is dropped (deregistered) before the handle closes it.
@@ -46,16 +46,15 @@ impl AsRawFd for SocketFd {
     }
 }
 
-type Ready = Arc<Mutex<VecDeque<DeferredPacket>>>;
-
 /// A [`Handle`] for tokio: bind queues, then `recv().await` their packets.
 ///
 /// `Send`, so it can live in a spawned task. Needs a tokio runtime with IO enabled.
 pub struct AsyncHandle {
-    // Field order matters: `fd` is deregistered before `handle` closes the socket.
+    // Field order matters: `fd` is deregistered before `handle` closes the socket, and the
+    // ready packets get their fallbacks before that.
+    ready: Ready,
     fd: AsyncFd<SocketFd>,
     handle: Handle<'static>,
-    ready: Ready,
 }
 
 const _: () = {
@@ -80,7 +79,28 @@ impl AsyncHandle {
         Ok(AsyncHandle {
             fd,
             handle,
-            ready: Arc::new(Mutex::new(VecDeque::new())),
+            ready: Ready::default(),
+        })
+    }
+
+    /// Wraps a handle opened another way, for instance in another network namespace
+    /// ([`Handle::open_in_netns`], [`Handle::from_fd`]), and registers its socket with the
+    /// current tokio runtime. Queues it already has keep their callbacks (run from
+    /// [`AsyncHandle::recv`]); queues bound with [`AsyncHandle::bind`] return their packets.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with IO enabled (as `AsyncFd::new` does).
+    pub fn from_handle(handle: Handle<'static>) -> Result<Self> {
+        // SAFETY: as in `open`: the fd is the handle's socket, open until the handle (declared
+        // after `fd`) is dropped.
+        let fd = unsafe {
+            AsyncFd::register_with_interest(SocketFd(handle.as_raw_fd()), Interest::READABLE)
+        }
+        .map_err(|e| Error::io("register with tokio", e.into()))?;
+        Ok(AsyncHandle {
+            fd,
+            handle,
+            ready: Ready::default(),
         })
     }
 
@@ -88,44 +108,24 @@ impl AsyncHandle {
     /// bound until the handle is dropped (or [`AsyncHandle::unbind`]).
     #[doc(alias = "nfq_create_queue")]
     pub fn bind(&mut self, num: u16, config: QueueConfig) -> Result<()> {
-        let ready = Arc::clone(&self.ready);
-        self.handle
-            .bind_deferrable_detached(num, config, move |pending: Pending<'_>| {
-                let (packet, handled) = pending.defer();
-                ready
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(packet);
-                handled
-            })?;
-        Ok(())
+        self.ready.bind(&self.handle, num, config)
     }
 
-    /// Unbinds queue `num`; packets of it that were received but not returned yet get their
-    /// fallback verdict (they are dropped from the ready list).
+    /// Unbinds queue `num`. Its packets received but not returned by `recv` yet get their
+    /// fallback verdict first, while the queue is still bound.
     #[doc(alias = "nfq_destroy_queue")]
     pub fn unbind(&mut self, num: u16) -> Result<()> {
-        let result = self.handle.unbind_any(num);
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|p| p.queue_num() != num);
-        result
+        self.ready.unbind(&self.handle, num)
     }
 
     /// The next packet of any bound queue, waiting for it without blocking the runtime.
     ///
-    /// Errors are the same as [`Handle::process`]'s, including the kernel's late answers about
-    /// verdicts (for instance [`Error::UnknownPacket`]); after a
-    /// [transient](Error::is_transient) one, call `recv` again.
+    /// Returns only fatal errors (the socket failed, a queue was taken away): overload
+    /// (`ENOBUFS`) and the kernel's late answers about single verdicts are counted
+    /// ([`AsyncHandle::counters`]) and skipped, as in [`Handle::run`].
     pub async fn recv(&mut self) -> Result<DeferredPacket> {
         loop {
-            if let Some(packet) = self
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop_front()
-            {
+            if let Some(packet) = self.ready.pop() {
                 return Ok(packet);
             }
             let mut guard = self
@@ -133,12 +133,19 @@ impl AsyncHandle {
                 .readable()
                 .await
                 .map_err(|e| Error::io("wait for readiness", e))?;
-            match self.handle.try_process()? {
+            match self.handle.try_process() {
                 // Nothing waiting: only now may tokio forget the readiness (edge-triggered).
-                None => guard.clear_ready(),
-                Some(_) => guard.retain_ready(),
+                Ok(None) => guard.clear_ready(),
+                Ok(Some(_)) => guard.retain_ready(),
+                Err(e) if e.is_transient() => guard.retain_ready(),
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// See [`Handle::counters`].
+    pub fn counters(&self) -> Counters {
+        self.handle.counters()
     }
 
     /// A sender for range verdicts and verdict batches on this handle.

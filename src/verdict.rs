@@ -1,7 +1,10 @@
 //! Typed verdicts.
 
+use std::hash::{Hash, Hasher};
+
 use crate::config::MAX_PAYLOAD_LEN;
 use crate::error::{Error, Result};
+use crate::pkt::PktError;
 
 /// What happens to the packet. Displayed as iptables would (`ACCEPT`, `DROP`, `REPEAT`,
 /// `QUEUE 3`, `QUEUE 3 bypass`, `STOP`).
@@ -88,6 +91,39 @@ pub struct Verdict {
     mark: Option<u32>,
     ct_mark: Option<u32>,
     payload: Option<Vec<u8>>,
+    /// Set by the infallible payload constructors ([`Verdict::accept_with`],
+    /// [`Verdict::accept_rewritten`]) when the payload could not be made: the verdict is then
+    /// refused when sent and the packet gets its queue's fallback.
+    refused: Option<Refusal>,
+}
+
+/// Why a verdict built by an infallible payload constructor cannot be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The payload was longer than [`MAX_PAYLOAD_LEN`].
+    TooLarge { len: usize },
+    /// Copying or editing the packet failed.
+    Packet(PktError),
+}
+
+impl Hash for Refusal {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Equal refusals hash equally; `PktError` has no `Hash`, and two refused verdicts
+        // seldom need telling apart by hash.
+        std::mem::discriminant(self).hash(state);
+    }
+}
+
+impl Refusal {
+    fn to_error(&self) -> Error {
+        match self {
+            Refusal::TooLarge { len } => Error::PayloadTooLarge {
+                len: *len,
+                max: MAX_PAYLOAD_LEN,
+            },
+            Refusal::Packet(e) => Error::Packet(e.clone()),
+        }
+    }
 }
 
 impl Verdict {
@@ -98,6 +134,7 @@ impl Verdict {
             mark: None,
             ct_mark: None,
             payload: None,
+            refused: None,
         }
     }
     /// [`Action::Accept`].
@@ -174,6 +211,67 @@ impl Verdict {
         Ok(self)
     }
 
+    /// Accepts the packet with `payload` as its new bytes (from the network header on): the
+    /// infallible form of `Verdict::accept().with_payload(payload)`, for callbacks, which must
+    /// return a `Verdict`.
+    ///
+    /// When the payload cannot be sent, the packet gets its **queue's fallback verdict**
+    /// ([`QueueConfig::fallback`](crate::QueueConfig::fallback), drop by default) instead, as for
+    /// any refused verdict, and the reason is reported like the kernel's late errors: returned
+    /// by [`Handle::process`](crate::Handle::process) /
+    /// [`try_process`](crate::Handle::try_process) or by
+    /// [`DeferredPacket::verdict`](crate::DeferredPacket::verdict), and counted by the handle
+    /// (`Handle::run` counts it and goes on). A payload is refused when it is longer than
+    /// [`MAX_PAYLOAD_LEN`] ([`Error::PayloadTooLarge`], known at once: see
+    /// [`Verdict::refusal`]), or, when sent, for a packet whose copy was truncated
+    /// ([`Error::TruncatedPayload`]) and when it is shorter than the packet's headers.
+    ///
+    /// The payload must carry correct checksums (the kernel does not recompute them);
+    /// [`Verdict::accept_rewritten`] edits a copy of the packet with
+    /// [`PacketBuf`](crate::pkt::PacketBuf), which keeps them right.
+    ///
+    /// ```
+    /// use libnfq::{Action, Error, Verdict};
+    /// let v = Verdict::accept_with(vec![0x45; 40]);
+    /// assert_eq!(v.payload().map(<[u8]>::len), Some(40));
+    /// assert!(v.refusal().is_none());
+    ///
+    /// let too_big = Verdict::accept_with(vec![0; 70_000]);
+    /// assert!(matches!(too_big.refusal(), Some(Error::PayloadTooLarge { len: 70_000, .. })));
+    /// assert_eq!((too_big.action(), too_big.payload()), (Action::Drop, None));
+    /// ```
+    #[doc(alias = "nfq_nlmsg_verdict_put_pkt")]
+    pub fn accept_with(payload: impl Into<Vec<u8>>) -> Self {
+        let payload = payload.into();
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Verdict::refused(Refusal::TooLarge { len: payload.len() });
+        }
+        let mut verdict = Verdict::accept();
+        verdict.payload = Some(payload);
+        verdict
+    }
+
+    /// A verdict that is refused when sent, so that the packet gets its queue's fallback. Its
+    /// own action is drop: wherever it might be sent as it is (a range verdict), it fails
+    /// closed.
+    pub(crate) fn refused(why: Refusal) -> Self {
+        let mut verdict = Verdict::drop();
+        verdict.refused = Some(why);
+        verdict
+    }
+
+    /// Why this verdict will be refused when sent, if it was built by
+    /// [`Verdict::accept_with`] or [`Verdict::accept_rewritten`] from a payload or an edit that
+    /// failed: [`Error::PayloadTooLarge`], or [`Error::Packet`] with the
+    /// [`PktError`](crate::pkt::PktError) of the copy or the edit. The packet then gets its
+    /// queue's fallback verdict, with this error reported. Such a verdict carries no payload,
+    /// and its own action is [`Action::Drop`] (a range verdict built from it drops).
+    /// `None` for every other verdict (refusals that depend on the packet, such as
+    /// [`Error::TruncatedPayload`], are only known when the verdict is sent).
+    pub fn refusal(&self) -> Option<Error> {
+        self.refused.as_ref().map(Refusal::to_error)
+    }
+
     /// The action.
     pub fn action(&self) -> Action {
         self.action
@@ -195,12 +293,14 @@ impl Verdict {
     pub(crate) fn into_fallback(mut self) -> Self {
         self.payload = None;
         self.ct_mark = None;
+        self.refused = None;
         self
     }
 
-    /// `true` for a verdict that may join a range verdict: no payload, no connection mark.
+    /// `true` for a verdict that may join a range verdict: no payload, no connection mark, not
+    /// refused.
     pub(crate) fn is_plain(&self) -> bool {
-        self.payload.is_none() && self.ct_mark.is_none()
+        self.payload.is_none() && self.ct_mark.is_none() && self.refused.is_none()
     }
 
     /// The message form of this verdict.

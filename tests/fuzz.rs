@@ -3,7 +3,7 @@
 //! What parses kernel input and is reachable from the public API:
 //! - `QueueStats::parse` (the `/proc` text);
 //! - the receive path's message walk and attribute parsing (`src/netlink.rs`), through the
-//!   hidden `Handle::__dispatch_for_fuzzing`: random datagrams of packet messages, error answers
+//!   `Handle::dispatch_for_fuzzing` (feature `fuzzing`): random datagrams of packet messages, error answers
 //!   and garbage, with callbacks that read every `Packet` accessor;
 //! - the receive path as a whole, fed by the kernel only: a test sends forged and garbage
 //!   datagrams from another netlink socket to a handle and checks that they are ignored.
@@ -298,10 +298,10 @@ fn read_everything(packet: &libnfq::Packet<'_>) -> usize {
     ] {
         sum += bytes.iter().map(|&b| usize::from(b)).sum::<usize>();
     }
-    sum += packet.conntrack().map_or(0, <[u8]>::len) + packet.original_len() as usize;
+    sum += packet.conntrack().map_or(0, |c| c.as_bytes().len()) + packet.original_len() as usize;
     sum += usize::from(packet.is_truncated()) + packet.skb_info().bits() as usize;
     sum += packet.uid().unwrap_or(0) as usize + packet.gid().unwrap_or(0) as usize;
-    sum += packet.conntrack_info().unwrap_or(0) as usize;
+    sum += packet.conntrack_info().map_or(0, |i| i.raw()) as usize;
     sum += packet
         .timestamp()
         .map_or(0, |t| t.elapsed().map_or(1, |d| d.as_secs() as usize));
@@ -311,14 +311,14 @@ fn read_everything(packet: &libnfq::Packet<'_>) -> usize {
         .sum::<usize>()
 }
 
-/// Binds `QUEUE` with `callback` on a fresh handle in the test's namespace.
-fn with_queue<'h, 'cb>(
-    handle: &'h Handle<'cb>,
+/// Registers `QUEUE` with `callback` on `handle` for fuzzing (not bound in the kernel).
+fn with_queue<'cb>(
+    handle: &Handle<'cb>,
     callback: impl FnMut(&libnfq::Packet<'_>) -> Verdict + Send + 'cb,
-) -> libnfq::Queue<'h, 'cb> {
+) {
     handle
-        .queue(QUEUE, QueueConfig::new(), callback)
-        .expect("bind the fuzz queue")
+        .register_for_fuzzing(QUEUE, QueueConfig::new(), callback)
+        .expect("register the fuzz queue")
 }
 
 #[test]
@@ -326,7 +326,7 @@ fn receive_path_survives_arbitrary_datagrams() {
     let Some(_ns) = support::enter!() else { return };
     let seen = std::sync::atomic::AtomicUsize::new(0);
     let handle = Handle::open().unwrap();
-    let _queue = with_queue(&handle, |packet| {
+    with_queue(&handle, |packet| {
         std::hint::black_box(read_everything(packet));
         seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Verdict::accept()
@@ -355,7 +355,7 @@ fn receive_path_survives_arbitrary_datagrams() {
             }
         }
         let before = seen.load(std::sync::atomic::Ordering::Relaxed);
-        let (dispatched, _errors) = handle.__dispatch_for_fuzzing(&datagram);
+        let (dispatched, _errors) = handle.dispatch_for_fuzzing(&datagram).unwrap();
         let called = seen.load(std::sync::atomic::Ordering::Relaxed) - before;
         assert_eq!(
             dispatched, called,
@@ -396,13 +396,15 @@ fn packet_with_a_security_context_string_reaches_the_callback() {
     let context = b"system_u:object_r:unlabeled_t:s0";
     let seen = std::sync::Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
-    let _queue = with_queue(&handle, |packet| {
+    with_queue(&handle, |packet| {
         seen.lock()
             .unwrap()
             .push((packet.id(), packet.secctx().map(<[u8]>::to_vec)));
         Verdict::accept()
     });
-    let (dispatched, errors) = handle.__dispatch_for_fuzzing(&message_with_secctx(context));
+    let (dispatched, errors) = handle
+        .dispatch_for_fuzzing(&message_with_secctx(context))
+        .unwrap();
     assert_eq!((dispatched, errors.len()), (1, 0), "{errors:?}");
     assert_eq!(*seen.lock().unwrap(), vec![(1, Some(context.to_vec()))]);
 }

@@ -324,12 +324,17 @@ fn unsupported_flags_fail_the_bind_and_leave_the_queue_unbound() {
     match handle.queue(7, config, |_| Verdict::accept()) {
         Err(err) => {
             assert!(
-                matches!(&err, Error::Kernel { queue: Some(7), .. }),
+                matches!(&err, Error::Unsupported { queue: 7, .. }),
                 "{err:?}"
             );
             assert_eq!(err.errno(), Some(libc::EOPNOTSUPP), "{err:?}");
             assert!(!err.is_transient());
             assert!(err.to_string().contains("bind"), "{err}");
+            // The message names the kernel option that is missing.
+            assert!(
+                err.to_string().contains("CONFIG_NETFILTER_NETLINK_GLUE_CT"),
+                "{err}"
+            );
             // Flags are checked before the bind: no half-configured queue was left behind.
             assert_eq!(ns.queue_stat(7), None);
         }

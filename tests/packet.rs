@@ -116,8 +116,8 @@ impl Seen {
             gid: p.gid(),
             skb_info: p.skb_info(),
             secctx: p.secctx().map(<[u8]>::to_vec),
-            conntrack: p.conntrack().map(<[u8]>::to_vec),
-            conntrack_info: p.conntrack_info(),
+            conntrack: p.conntrack().map(|c| c.as_bytes().to_vec()),
+            conntrack_info: p.conntrack_info().map(|i| i.raw()),
             debug: format!("{p:?}"),
         }
     }

@@ -65,13 +65,25 @@ fn reads_what_the_kernel_reports_for_a_bound_queue() {
         (Q, handle.portid(), 0, 2, 128),
         "{st:?}"
     );
-    assert_eq!(st.mode(), Some(CopyMode::Packet(128)));
+    assert_eq!(st.mode().unwrap(), CopyMode::Packet(128));
     assert_eq!(
         (st.queue_dropped, st.user_dropped, st.id_sequence),
         (0, 0, 0)
     );
     let meta = QueueStats::for_queue(Q + 1).unwrap().expect("queue listed");
-    assert_eq!((meta.mode(), meta.copy_range), (Some(CopyMode::Meta), 0));
+    assert_eq!((meta.mode().unwrap(), meta.copy_range), (CopyMode::Meta, 0));
+    // Copy mode none reads back as a plain `CopyMode::None`, not as "no mode".
+    let none = handle
+        .queue(Q + 3, QueueConfig::new().copy_mode(CopyMode::None), |_| {
+            Verdict::accept()
+        })
+        .unwrap();
+    let st_none = QueueStats::for_queue(Q + 3).unwrap().expect("queue listed");
+    assert_eq!(
+        (st_none.copy_mode, st_none.mode().unwrap()),
+        (0, CopyMode::None)
+    );
+    drop(none);
 
     support::udp_send(sink.addr(), &[b"one", b"two", b"three"]);
     let st = QueueStats::for_queue(Q).unwrap().unwrap();

@@ -181,7 +181,9 @@ impl PacketBuf {
     /// Copies a queued packet's payload, with [`DEFAULT_TAILROOM`]. The family comes from the
     /// packet's link-layer protocol, or else from the version field. When the copy was
     /// truncated by the copy range, views work but checksums and mangling are refused
-    /// ([`PktError::Truncated`]).
+    /// ([`PktError::Truncated`]); so they are for a GSO super-packet
+    /// ([`SkbInfo::GSO`](crate::SkbInfo::GSO), only on queues bound with
+    /// [`QueueFlags::GSO`](crate::QueueFlags::GSO)): [`PktError::Unsupported`].
     pub fn from_packet(packet: &Packet<'_>) -> Result<PacketBuf, PktError> {
         PacketBuf::from_packet_with_tailroom(packet, DEFAULT_TAILROOM)
     }
@@ -198,7 +200,15 @@ impl PacketBuf {
                 version: payload.first().map(|b| b >> 4),
             })?;
         let mut buf = PacketBuf::alloc(family, payload, tailroom)?;
-        if packet.is_truncated() {
+        if packet.skb_info().contains(crate::SkbInfo::GSO) {
+            // Only with QueueFlags::GSO: one packet standing for many segments, with a partial
+            // checksum that the kernel completes when it segments it. A replaced payload loses
+            // that state (the kernel marks it "checksum none"), so it is not rewritten.
+            buf.truncated_copy = Some(PktError::Unsupported {
+                what: "a GSO super-packet (queue bound with QueueFlags::GSO) cannot be \
+                       rewritten; bind rewriting queues without QueueFlags::GSO",
+            });
+        } else if packet.is_truncated() {
             buf.truncated_copy = Some(PktError::Truncated {
                 have: payload.len(),
                 declared: packet.original_len() as usize,

@@ -11,7 +11,29 @@
 //!   grow. It recomputes checksums ([`PacketBuf::fix_checksums`]) and replaces byte ranges,
 //!   growing or shrinking the packet and fixing its length fields and checksums
 //!   ([`PacketBuf::mangle_payload`], [`PacketBuf::replace_all`]). Its bytes are the replacement
-//!   payload of a verdict: `Verdict::accept().with_payload(buf.data())`.
+//!   payload of a verdict: `Verdict::accept_with(buf.data())`.
+//!
+//! [`Verdict::accept_rewritten`](crate::Verdict::accept_rewritten) does the whole "copy, edit,
+//! accept" round in one expression a callback can return; when the copy or the edit fails, the
+//! packet gets its queue's fallback verdict:
+//!
+//! ```no_run
+//! use libnfq::{Handle, QueueConfig, Verdict};
+//!
+//! # fn main() -> Result<(), libnfq::Error> {
+//! let handle = Handle::open()?;
+//! let _queue = handle.queue(0, QueueConfig::new(), |packet| {
+//!     // Rewrite "cat" to "tiger" in UDP payloads; packets without one are accepted as they are.
+//!     Verdict::accept_rewritten(packet, |buf| {
+//!         buf.replace_all(b"cat", b"tiger")?;
+//!         Ok(())
+//!     })
+//! })?;
+//! handle.run()
+//! # }
+//! ```
+//!
+//! The same by hand, deciding what each error means:
 //!
 //! ```no_run
 //! use libnfq::pkt::PacketBuf;
@@ -20,15 +42,13 @@
 //! # fn main() -> Result<(), libnfq::Error> {
 //! let handle = Handle::open()?;
 //! let _queue = handle.queue(0, QueueConfig::new(), |packet| {
-//!     // Rewrite "cat" to "tiger" in UDP payloads; leave anything else alone.
 //!     let Ok(mut buf) = PacketBuf::from_packet(packet) else {
-//!         return Verdict::accept();
+//!         return Verdict::accept(); // not IP: leave it alone
 //!     };
 //!     match buf.replace_all(b"cat", b"tiger") {
-//!         Ok(n) if n > 0 => Verdict::accept()
-//!             .with_payload(buf.data())
-//!             .unwrap_or_else(|_| Verdict::accept()),
-//!         _ => Verdict::accept(),
+//!         Ok(n) if n > 0 => Verdict::accept_with(buf.data()),
+//!         Ok(_) => Verdict::accept(),
+//!         Err(_) => Verdict::drop(),
 //!     }
 //! })?;
 //! handle.run()
@@ -100,6 +120,7 @@
 //!   acknowledgement numbers of every later segment in both directions yourself.
 
 mod buf;
+mod rewrite;
 mod view;
 
 pub use buf::{PacketBuf, DEFAULT_TAILROOM};
