@@ -39,6 +39,9 @@ pub enum Kind {
     RsBigBuf,
     /// libnfq defaults with `set_batch_limit(1024)`, c-best's batch (analysis only).
     RsBatch1024,
+    /// libnfq defaults with the batch time limit out of the way (`set_batch_time_limit(1 s)`):
+    /// what the time limit costs or buys (analysis only).
+    RsUntimed,
     /// libnfq receiver thread deferring every packet to a verdict worker (`VerdictBatch`).
     RsThreaded,
     /// libnfq defaults, one handle per thread on two queues (`--queue-balance`).
@@ -53,7 +56,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::NoRule,
         Kind::CClassic,
         Kind::CBest,
@@ -64,6 +67,7 @@ impl Kind {
         Kind::RsGso,
         Kind::RsBigBuf,
         Kind::RsBatch1024,
+        Kind::RsUntimed,
         Kind::RsThreaded,
         Kind::RsMultiQueue,
         Kind::PeerNfq,
@@ -99,6 +103,7 @@ impl Kind {
             Kind::RsNoGso => "nfq-nogso",
             Kind::RsBigBuf => "nfq-bigbuf",
             Kind::RsBatch1024 => "nfq-batch1024",
+            Kind::RsUntimed => "nfq-untimed",
             Kind::RsThreaded => "nfq-threaded",
             Kind::RsMultiQueue => "nfq-multiqueue",
             Kind::PeerNfq => "rs-nfq",
@@ -122,6 +127,7 @@ impl Kind {
             Kind::RsBigBuf => "(4b) libnfq defaults + set_recv_buffer_size(16 MiB)",
             Kind::CBest64 => "(2') c-best, at most 64 packets per range verdict",
             Kind::RsBatch1024 => "(4') libnfq defaults + set_batch_limit(1024) (c-best's batch)",
+            Kind::RsUntimed => "(4t) libnfq defaults + set_batch_time_limit(1 s): no time limit",
             Kind::RsThreaded => {
                 "(5a) libnfq receiver + 1 verdict worker (queue_deferrable, VerdictBatch)"
             }
@@ -154,7 +160,7 @@ impl Kind {
     pub fn measured_in(self, shape: Shape) -> bool {
         match self {
             Kind::NoRule | Kind::CBest | Kind::RsDefault => true,
-            Kind::CClassic | Kind::RsNoBatch => shape != Shape::Tcp,
+            Kind::CClassic | Kind::RsNoBatch | Kind::RsUntimed => shape != Shape::Tcp,
             Kind::RsGso | Kind::RsNoGso => shape == Shape::Tcp,
             Kind::CBest64
             | Kind::RsBigBuf
@@ -199,6 +205,7 @@ impl Kind {
                 | Kind::RsNoGso
                 | Kind::RsBigBuf
                 | Kind::RsBatch1024
+                | Kind::RsUntimed
                 | Kind::RsThreaded
                 | Kind::RsMultiQueue
         )
@@ -382,11 +389,13 @@ fn run_consumer(spec: &Spec) -> Result<()> {
         | Kind::RsGso
         | Kind::RsNoGso
         | Kind::RsBigBuf
-        | Kind::RsBatch1024 => {
+        | Kind::RsBatch1024
+        | Kind::RsUntimed => {
             let handle = open(spec)?;
             match spec.kind {
                 Kind::RsNoBatch => handle.set_batch_limit(1),
                 Kind::RsBatch1024 => handle.set_batch_limit(1024),
+                Kind::RsUntimed => handle.set_batch_time_limit(Duration::from_secs(1)),
                 _ => {}
             }
             let spin_ns = spec.spin_ns;

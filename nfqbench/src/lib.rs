@@ -62,8 +62,8 @@ const FLOWS_PER_QUEUE: usize = 4;
 
 /// Queue length every consumer gets in the latency shapes, so that a 2000-packet burst fits.
 const LATENCY_MAX_LEN: u32 = 4096;
-/// Receive buffer the C consumers get in the latency shapes (what libnfq's `Handle::open`
-/// requested before issue 13; libnfq consumers keep their own default).
+/// Receive buffer the C consumers get in the latency shapes (the size of libnfq's
+/// `DEFAULT_RECV_BUFFER`; libnfq consumers keep their own default).
 const LATENCY_C_RCVBUF: usize = 8 << 20;
 /// Payload of the latency shapes' datagrams.
 const LATENCY_PAYLOAD: usize = 64;
@@ -444,7 +444,8 @@ usage: cargo run --release -p nfqbench -- [options]   (or: cargo bench -p nfqben
   --consumers X,Y         subset of: no-rule c-classic c-best nfq-nobatch nfq-default nfq-nogso
                           nfq-gso rs-nfq rs-nfqueue py-netfilterqueue (default: these; each shape
                           measures those it supports), and for analysis c-best-64, nfq-bigbuf,
-                          nfq-batch1024, nfq-threaded, nfq-multiqueue (drain and blast shapes)
+                          nfq-batch1024, nfq-threaded, nfq-multiqueue (drain and blast shapes),
+                          nfq-untimed (every shape but tcp)
  drain and blast:
   --packets N             backlog of a drain run (default 60000; the kernel holds at most 65536)
   --blast-packets N       packets of a blast run (default 100000)

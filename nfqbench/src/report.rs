@@ -937,6 +937,7 @@ fn color(kind: Kind) -> &'static str {
         Kind::RsMultiQueue => "#8c564b",
         Kind::CBest64 => "#ffbb78",
         Kind::RsBatch1024 => "#aec7e8",
+        Kind::RsUntimed => "#393b79",
         Kind::PeerNfq => "#bcbd22",
         Kind::PeerNfqueue => "#e377c2",
         Kind::PeerPython => "#7f7f7f",
