@@ -2,7 +2,7 @@
 # Installs the system packages libnfq needs to build and test, if any is missing
 # (Debian/Ubuntu; uses sudo when not root). Extra package names may be passed as arguments.
 set -eu
-pkgs="pkg-config gcc libnetfilter-queue-dev libmnl-dev libnfnetlink-dev iptables iproute2 util-linux linux-libc-dev $*"
+pkgs="pkg-config gcc libnetfilter-queue-dev libmnl-dev libnfnetlink-dev iptables iproute2 util-linux linux-libc-dev iperf3 $*"
 missing=""
 for p in $pkgs; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,20 +1,22 @@
-//! `cargo bench --bench nfqbench -- [--smoke] [--reps N] ...`: libnfq side by side with C
-//! baselines, in one run, as ratios. See docs/BENCHMARKS.md and `benches/nfqbench/mod.rs`.
-//! Started without any argument (as `cargo test --benches` does), it runs `--smoke`.
+//! The benchmark program: `cargo run --release -p nfqbench -- [--smoke] [--reps N] ...` (or
+//! `cargo bench -p nfqbench -- ...`): libnfq side by side with C baselines and peer libraries,
+//! in one run, as ratios. See docs/BENCHMARKS.md. Started without any argument (as
+//! `cargo test --benches` does), it runs `--smoke`.
 //!
 //! The process first moves itself into a private network namespace (never touching the host's
-//! firewall), then sets up rules, sender, sink and consumers there. libnfq consumers are this
-//! binary re-executed with a hidden subcommand; they inherit the namespace.
-
-#[path = "nfqbench/mod.rs"]
-mod nfqbench;
+//! firewall), then sets up rules, sender, sink and consumers there. Consumers are this program
+//! re-executed with a hidden subcommand (Python's is `python3`); they inherit the namespace.
 
 use std::io::{self, ErrorKind};
 use std::process::ExitCode;
 
-use nfqbench::{consumer, report, Options, CONSUMER_SUBCOMMAND};
+use super::{consumer, report, Options, CONSUMER_SUBCOMMAND};
 
-fn main() -> ExitCode {
+/// Exit status when no private network namespace can be made (the smoke test skips then).
+pub const EXIT_NO_NAMESPACE: u8 = 77;
+
+/// The program's `main`.
+pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(CONSUMER_SUBCOMMAND) {
         std::process::exit(consumer::consumer_main(&args[1..]));
@@ -36,7 +38,7 @@ fn main() -> ExitCode {
     // First, while the process is still single-threaded (a user namespace requires it).
     if let Err(e) = enter_private_netns() {
         eprintln!("nfqbench: {e}");
-        return ExitCode::FAILURE;
+        return ExitCode::from(EXIT_NO_NAMESPACE);
     }
     match run(&opts, &args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,13 +51,17 @@ fn main() -> ExitCode {
 
 fn run(opts: &Options, args: &[String]) -> Result<(), String> {
     let launcher = consumer::Launcher::subcommand(CONSUMER_SUBCOMMAND)?;
-    let results = nfqbench::run_all(opts, launcher)?;
+    let results = super::run_all(opts, launcher)?;
     let scenarios = opts.scenarios();
     let reps = if opts.smoke { 1 } else { opts.reps };
     let summaries = report::summarize(&results, &scenarios, &opts.kinds);
     print!("{}", report::table(&summaries, &scenarios, reps));
     if opts.smoke {
-        println!("\nsmoke OK: every packet accounted for, none lost under drain");
+        println!(
+            "\nsmoke OK: {} runs; every packet accounted for, none lost under drain, every \
+             latency measured, TCP went through the queue",
+            results.len()
+        );
         return Ok(());
     }
     let targets = report::targets(&summaries, &scenarios);
@@ -67,8 +73,8 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
         .filter(|a| *a != "--bench")
         .collect();
     let command = match user.is_empty() {
-        true => "cargo bench --bench nfqbench".to_owned(),
-        false => format!("cargo bench --bench nfqbench -- {}", user.join(" ")),
+        true => "cargo run --release -p nfqbench".to_owned(),
+        false => format!("cargo run --release -p nfqbench -- {}", user.join(" ")),
     };
     let json = report::json(&machine, &command, &results, &summaries, &targets);
     let subtitle = machine
@@ -96,7 +102,7 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
 /// Moves the process into a new network namespace: as root directly, otherwise inside a new
 /// user namespace where our uid is mapped to root (CAP_NET_ADMIN over the new namespace only).
 fn enter_private_netns() -> Result<(), String> {
-    let before = nfqbench::net::netns_id()?;
+    let before = super::net::netns_id()?;
     // SAFETY: geteuid/getegid take no arguments and cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let as_root = if uid == 0 {
@@ -129,7 +135,7 @@ fn enter_private_netns() -> Result<(), String> {
              net.core.rmem_max/wmem_max, so large backlogs may not fit"
         );
     }
-    if nfqbench::net::netns_id()? == before {
+    if super::net::netns_id()? == before {
         return Err("the network namespace did not change; not touching any rule".into());
     }
     Ok(())

@@ -1,7 +1,7 @@
 /* nfqbench baseline 1: the classic NFQUEUE consumer, as most C programs are written.
  *
  * Legacy libnetfilter_queue API (nfq_open / nfq_create_queue / nfq_set_mode), one recv(2) and
- * one nfq_handle_packet() per packet, and in the callback one nfq_set_verdict() -- one sendmsg
+ * one nfq_handle_packet() per packet, and in the callback (after SPIN_NS of work) one nfq_set_verdict() -- one sendmsg
  * -- per packet. Every packet is accepted. See common.h for the command line. */
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
@@ -16,9 +16,10 @@ static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *msg, struct nfq_d
 {
 	struct nfqnl_msg_packet_hdr *ph = nfq_get_msg_packet_hdr(nfa);
 	uint32_t id = ph ? ntohl(ph->packet_id) : 0;
+	const struct bench_args *a = data;
 
 	(void)msg;
-	(void)data;
+	bench_spin(a->spin_ns);
 	return nfq_set_verdict(qh, id, NF_ACCEPT, 0, NULL);
 }
 
@@ -34,7 +35,7 @@ int main(int argc, char **argv)
 	h = nfq_open();
 	if (!h)
 		bench_die("nfq_open");
-	qh = nfq_create_queue(h, (uint16_t)args.queue, &on_packet, NULL);
+	qh = nfq_create_queue(h, (uint16_t)args.queue, &on_packet, &args);
 	if (!qh)
 		bench_die("nfq_create_queue");
 	if (nfq_set_mode(qh, NFQNL_COPY_PACKET, args.copy_range) < 0)

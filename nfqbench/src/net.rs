@@ -65,6 +65,14 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Writes `value` to `/proc/sys/<key>` for this namespace (`net/...` keys are the calling
+    /// thread's namespace's).
+    pub fn write_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.check()?;
+        let path = format!("/proc/sys/{key}");
+        std::fs::write(&path, value).map_err(|e| format!("write {path}: {e}"))
+    }
+
     /// `iptables -w <args>`.
     pub fn iptables(&self, args: &[&str]) -> Result<()> {
         let mut full = vec!["-w"];
@@ -216,6 +224,18 @@ pub struct Collected {
     pub last_ns: i128,
 }
 
+/// One datagram of a [`StampedSender`] as the sink saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    /// Its sequence number in the run.
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` right before the sender's `send`, in ns.
+    pub sent_mono_ns: u64,
+    /// The kernel's receive timestamp at the sink (`SO_TIMESTAMPNS`, `CLOCK_REALTIME`), in ns
+    /// since the epoch.
+    pub received_rt_ns: i128,
+}
+
 /// Receive buffer requested for the sink (it must hold a whole run: it reads only after).
 const SINK_RCVBUF: usize = 1 << 30;
 const SINK_BATCH: usize = 64;
@@ -282,7 +302,7 @@ impl Sink {
         let mut ctrl = vec![[0u64; 8]; SINK_BATCH];
         let mut last_arrival = Instant::now();
         loop {
-            let n = self.recv_batch(&mut data, &mut ctrl, payload_len, &mut got)?;
+            let n = self.recv_batch(&mut data, &mut ctrl, payload_len, &mut got, None)?;
             if n > 0 {
                 last_arrival = Instant::now();
                 continue;
@@ -301,6 +321,38 @@ impl Sink {
         }
     }
 
+    /// Reads the datagrams of a [`StampedSender`]'s run (after it), keeping each one's stamps,
+    /// until `expect` were read or none arrived for `quiet`.
+    pub fn collect_stamped(
+        &self,
+        expect: u64,
+        payload_len: usize,
+        quiet: Duration,
+    ) -> Result<(Collected, Vec<Stamp>)> {
+        let mut got = Collected::default();
+        let mut stamps = Vec::new();
+        let mut data = vec![[0u8; SINK_SLOT]; SINK_BATCH];
+        let mut ctrl = vec![[0u64; 8]; SINK_BATCH];
+        let mut last_arrival = Instant::now();
+        loop {
+            let n = self.recv_batch(
+                &mut data,
+                &mut ctrl,
+                payload_len,
+                &mut got,
+                Some(&mut stamps),
+            )?;
+            if n > 0 {
+                last_arrival = Instant::now();
+                continue;
+            }
+            if got.count >= expect || last_arrival.elapsed() >= quiet {
+                return Ok((got, stamps));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// One `recvmmsg(MSG_DONTWAIT)`; returns the number of datagrams read.
     fn recv_batch(
         &self,
@@ -308,6 +360,7 @@ impl Sink {
         ctrl: &mut [[u64; 8]],
         payload_len: usize,
         got: &mut Collected,
+        mut stamps: Option<&mut Vec<Stamp>>,
     ) -> Result<usize> {
         let mut iov: Vec<libc::iovec> = data
             .iter_mut()
@@ -347,13 +400,24 @@ impl Sink {
                 _ => Err(format!("sink recvmmsg: {e}")),
             };
         }
-        for h in &hdrs[..n as usize] {
+        for (h, slot) in hdrs[..n as usize].iter().zip(data.iter()) {
             got.count += 1;
             if h.msg_len as usize != payload_len || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 got.bad_len += 1;
             }
-            if let Some(ns) = receive_timestamp(&h.msg_hdr) {
+            let received = receive_timestamp(&h.msg_hdr);
+            if let Some(ns) = received {
                 got.last_ns = got.last_ns.max(ns);
+            }
+            if let (Some(stamps), Some(received_rt_ns)) = (stamps.as_deref_mut(), received) {
+                let word = |i: usize| u64::from_le_bytes(slot[i..i + 8].try_into().unwrap());
+                if h.msg_len as usize >= STAMP_LEN {
+                    stamps.push(Stamp {
+                        seq: word(0),
+                        sent_mono_ns: word(8),
+                        received_rt_ns,
+                    });
+                }
             }
         }
         Ok(n as usize)
@@ -376,6 +440,109 @@ fn receive_timestamp(msg: &libc::msghdr) -> Option<i128> {
         }
     }
     None
+}
+
+/// Bytes of a [`StampedSender`]'s stamp at the start of each payload: sequence number and
+/// monotonic send time, both little-endian u64.
+pub const STAMP_LEN: usize = 16;
+
+/// `CLOCK_MONOTONIC` now, in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one live timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one live timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC`, in ns: what turns a kernel receive timestamp
+/// (realtime) into the monotonic clock of the send stamps. Taken as the middle of the
+/// tightest of 20 realtime/monotonic/realtime triples, so it is off by at most half that
+/// window (returned second, typically tens of ns).
+pub fn realtime_offset_ns() -> (i128, i128) {
+    (0..20)
+        .map(|_| {
+            let r1 = clock_ns(libc::CLOCK_REALTIME);
+            let m = clock_ns(libc::CLOCK_MONOTONIC);
+            let r2 = clock_ns(libc::CLOCK_REALTIME);
+            ((r1 + r2) / 2 - m, (r2 - r1) / 2)
+        })
+        .min_by_key(|&(_, err)| err)
+        .expect("20 samples")
+}
+
+/// A UDP sender whose datagrams carry a sequence number and the monotonic time of their
+/// `send` (latency shapes). Its send buffer is large, so that a burst enters the queue at
+/// once instead of waiting for verdicts (a queued packet stays charged to the sender).
+pub struct StampedSender {
+    sock: UdpSocket,
+    payload: Vec<u8>,
+}
+
+/// Send buffer of a [`StampedSender`].
+const STAMPED_SNDBUF: usize = 64 << 20;
+
+impl StampedSender {
+    /// A sender of `payload_len`-byte datagrams to `127.0.0.1:port`.
+    pub fn new(port: u16, payload_len: usize) -> Result<Self> {
+        let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| format!("bind sender: {e}"))?;
+        sock.connect(dst)
+            .map_err(|e| format!("connect sender to {dst}: {e}"))?;
+        set_buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, STAMPED_SNDBUF)?;
+        Ok(StampedSender {
+            sock,
+            payload: vec![0x5a; payload_len.max(STAMP_LEN)],
+        })
+    }
+
+    /// Sends datagram `seq`, stamped with the monotonic clock right before `send`.
+    pub fn send(&mut self, seq: u64) -> Result<()> {
+        self.payload[0..8].copy_from_slice(&seq.to_le_bytes());
+        self.payload[8..16].copy_from_slice(&monotonic_ns().to_le_bytes());
+        self.sock
+            .send(&self.payload)
+            .map(drop)
+            .map_err(|e| format!("send datagram {seq}: {e}"))
+    }
+}
+
+/// Waits until the monotonic clock reaches `deadline_ns`: sleeps while it is more than 15 us
+/// away (see [`precise_sleeps`]), then spins. Sleeping keeps the sender from taking a whole core
+/// from the consumer on a 2-core machine at low rates; above ~60k packets/s it spins anyway.
+pub fn wait_until_mono(deadline_ns: u64) {
+    const SPIN_NS: u64 = 15_000;
+    loop {
+        let now = monotonic_ns();
+        if now >= deadline_ns {
+            return;
+        }
+        let left = deadline_ns - now;
+        if left > SPIN_NS {
+            std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Makes the calling thread's sleeps precise (the default timer slack is 50 us).
+pub fn precise_sleeps() {
+    // SAFETY: PR_SET_TIMERSLACK takes a number of ns; it affects only the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
 }
 
 /// Now, on the clock of the kernel's receive timestamps, in ns since the epoch.

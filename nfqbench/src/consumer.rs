@@ -1,70 +1,93 @@
-//! The consumers: what each one is, how it is started (a libnfq consumer is the harness' own
-//! binary re-executed with a hidden subcommand; a C consumer is compiled from `benches/c/`),
-//! the libnfq consumers themselves (the child side), and the parent's handle on a running
-//! consumer process (ready handshake, SIGSTOP/SIGCONT, CPU time from `wait4`).
+//! The consumers: what each one is, how it is started (every consumer but the Python one is the
+//! harness' own binary re-executed with a hidden subcommand: the C baselines are compiled into
+//! it by `build.rs`), the libnfq consumers themselves (the child side), and the parent's handle
+//! on a running consumer process (ready handshake, SIGSTOP/SIGCONT, CPU time from `wait4`).
 
-use std::ffi::OsString;
+use std::ffi::{c_char, c_int, CString, OsString};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use libnfq::{CopyMode, DeferredPacket, Handle, Pending, QueueConfig, Verdict};
+use libnfq::{CopyMode, DeferredPacket, Handle, Pending, QueueConfig, QueueFlags, Verdict};
 
 use super::net::{own_cpu_ns, rusage_cpu_ns, Result};
+use super::{peers, Shape};
 
 /// Every consumer the harness measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// No NFQUEUE rule at all: the ceiling of the sender and sink.
     NoRule,
-    /// `benches/c/classic.c`: legacy API, one recv and one verdict per packet.
+    /// `c/classic.c`: legacy API, one recv and one verdict per packet.
     CClassic,
-    /// `benches/c/best.c`: libmnl, NO_ENOBUFS, large buffer, range verdicts.
+    /// `c/best.c`: libmnl, NO_ENOBUFS, large buffer, range verdicts.
     CBest,
-    /// `best.c` with at most 64 packets per range verdict, libnfq's default (analysis only).
+    /// `best.c` with at most 64 packets per range verdict (analysis only).
     CBest64,
     /// libnfq, simplest callback, `set_batch_limit(1)`: one verdict per packet.
     RsNoBatch,
     /// libnfq as a user gets it: batching and automatic range verdicts.
     RsDefault,
-    /// libnfq defaults plus a large receive buffer.
+    /// libnfq defaults with `QueueFlags::GSO` added (TCP shape).
+    RsGso,
+    /// libnfq defaults with `QueueFlags::GSO` removed (TCP shape).
+    RsNoGso,
+    /// libnfq defaults plus a large receive buffer (analysis only).
     RsBigBuf,
     /// libnfq defaults with `set_batch_limit(1024)`, c-best's batch (analysis only).
     RsBatch1024,
+    /// libnfq defaults with the batch time limit out of the way (`set_batch_time_limit(1 s)`):
+    /// what the time limit costs or buys (analysis only).
+    RsUntimed,
     /// libnfq receiver thread deferring every packet to a verdict worker (`VerdictBatch`).
     RsThreaded,
     /// libnfq defaults, one handle per thread on two queues (`--queue-balance`).
     RsMultiQueue,
+    /// The `nfq` crate (crates.io), as its README shows: `recv`, `set_verdict`, `verdict`.
+    PeerNfq,
+    /// The `nfqueue` crate (crates.io), as its example shows: a callback and `run_loop`.
+    PeerNfqueue,
+    /// Python's NetfilterQueue (PyPI), as its README shows: `bind`, `pkt.accept()`, `run`.
+    PeerPython,
 }
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 16] = [
         Kind::NoRule,
         Kind::CClassic,
         Kind::CBest,
         Kind::CBest64,
         Kind::RsNoBatch,
         Kind::RsDefault,
+        Kind::RsNoGso,
+        Kind::RsGso,
         Kind::RsBigBuf,
         Kind::RsBatch1024,
+        Kind::RsUntimed,
         Kind::RsThreaded,
         Kind::RsMultiQueue,
+        Kind::PeerNfq,
+        Kind::PeerNfqueue,
+        Kind::PeerPython,
     ];
 
-    /// The kinds a default run measures (the others are for analysing a gap).
-    pub const DEFAULT: [Kind; 8] = [
+    /// The kinds a default run measures (the others are for analysing a gap); each shape
+    /// measures those of them that [`Kind::measured_in`] it.
+    pub const DEFAULT: [Kind; 10] = [
         Kind::NoRule,
         Kind::CClassic,
         Kind::CBest,
         Kind::RsNoBatch,
         Kind::RsDefault,
-        Kind::RsBigBuf,
-        Kind::RsThreaded,
-        Kind::RsMultiQueue,
+        Kind::RsNoGso,
+        Kind::RsGso,
+        Kind::PeerNfq,
+        Kind::PeerNfqueue,
+        Kind::PeerPython,
     ];
 
     /// Short name (command line, table, JSON).
@@ -76,10 +99,16 @@ impl Kind {
             Kind::CBest64 => "c-best-64",
             Kind::RsNoBatch => "nfq-nobatch",
             Kind::RsDefault => "nfq-default",
+            Kind::RsGso => "nfq-gso",
+            Kind::RsNoGso => "nfq-nogso",
             Kind::RsBigBuf => "nfq-bigbuf",
             Kind::RsBatch1024 => "nfq-batch1024",
+            Kind::RsUntimed => "nfq-untimed",
             Kind::RsThreaded => "nfq-threaded",
             Kind::RsMultiQueue => "nfq-multiqueue",
+            Kind::PeerNfq => "rs-nfq",
+            Kind::PeerNfqueue => "rs-nfqueue",
+            Kind::PeerPython => "py-netfilterqueue",
         }
     }
 
@@ -92,16 +121,24 @@ impl Kind {
                 "(2) C, libmnl, NO_ENOBUFS, large rcvbuf, range verdict per drained batch"
             }
             Kind::RsNoBatch => "(3) libnfq, accept callback, set_batch_limit(1)",
-            Kind::RsDefault => "(4) libnfq defaults: batching + automatic range verdicts",
+            Kind::RsDefault => "(4) libnfq defaults (Handle::open, QueueConfig::new)",
+            Kind::RsGso => "(4g) libnfq defaults + QueueFlags::GSO",
+            Kind::RsNoGso => "(4n) libnfq defaults without QueueFlags::GSO",
             Kind::RsBigBuf => "(4b) libnfq defaults + set_recv_buffer_size(16 MiB)",
-            Kind::CBest64 => "(2') c-best, at most 64 packets per range verdict (libnfq's batch)",
+            Kind::CBest64 => "(2') c-best, at most 64 packets per range verdict",
             Kind::RsBatch1024 => "(4') libnfq defaults + set_batch_limit(1024) (c-best's batch)",
+            Kind::RsUntimed => "(4t) libnfq defaults + set_batch_time_limit(1 s): no time limit",
             Kind::RsThreaded => {
                 "(5a) libnfq receiver + 1 verdict worker (queue_deferrable, VerdictBatch)"
             }
             Kind::RsMultiQueue => {
                 "(5b) libnfq defaults, 2 queues (--queue-balance), a handle per thread"
             }
+            Kind::PeerNfq => "peer: Rust crate nfq 0.2 (pure netlink), one verdict per packet",
+            Kind::PeerNfqueue => {
+                "peer: Rust crate nfqueue 0.9 (libnetfilter_queue), one verdict per packet"
+            }
+            Kind::PeerPython => "peer: Python NetfilterQueue 1.1, one verdict per packet",
         }
     }
 
@@ -119,21 +156,64 @@ impl Kind {
         }
     }
 
-    /// The C source it is compiled from and the extra compiler flags, if it is a C consumer.
-    pub fn c_source(self) -> Option<(&'static str, &'static [&'static str])> {
+    /// Whether this consumer is measured in `shape` (when asked for).
+    pub fn measured_in(self, shape: Shape) -> bool {
         match self {
-            Kind::CClassic => Some(("classic", &[])),
-            Kind::CBest => Some(("best", &[])),
-            Kind::CBest64 => Some(("best", &["-DMAX_BATCH=64"])),
+            Kind::NoRule | Kind::CBest | Kind::RsDefault => true,
+            Kind::CClassic | Kind::RsNoBatch | Kind::RsUntimed => shape != Shape::Tcp,
+            Kind::RsGso | Kind::RsNoGso => shape == Shape::Tcp,
+            Kind::CBest64
+            | Kind::RsBigBuf
+            | Kind::RsBatch1024
+            | Kind::RsThreaded
+            | Kind::RsMultiQueue
+            | Kind::PeerNfq
+            | Kind::PeerNfqueue
+            | Kind::PeerPython => shape.is_throughput(),
+        }
+    }
+
+    /// The symbol of its C `main`, if it is a C consumer (`build.rs`).
+    pub fn c_main(self) -> Option<CMain> {
+        // SAFETY (of the declarations): `build.rs` compiles `c/<source>.c` with `main` renamed to
+        // these symbols; each has C's `int main(int, char **)` signature.
+        extern "C" {
+            fn nfqbench_c_classic_main(argc: c_int, argv: *mut *mut c_char) -> c_int;
+            fn nfqbench_c_best_main(argc: c_int, argv: *mut *mut c_char) -> c_int;
+            fn nfqbench_c_best64_main(argc: c_int, argv: *mut *mut c_char) -> c_int;
+        }
+        match self {
+            Kind::CClassic => Some(nfqbench_c_classic_main),
+            Kind::CBest => Some(nfqbench_c_best_main),
+            Kind::CBest64 => Some(nfqbench_c_best64_main),
             _ => None,
         }
     }
 
     /// Whether it gets a large receive buffer even where consumers keep their defaults.
     pub fn large_buffer_by_design(self) -> bool {
-        matches!(self, Kind::CBest | Kind::RsBigBuf)
+        matches!(self, Kind::CBest | Kind::CBest64 | Kind::RsBigBuf)
+    }
+
+    /// Whether it is a libnfq consumer.
+    pub fn is_libnfq(self) -> bool {
+        matches!(
+            self,
+            Kind::RsNoBatch
+                | Kind::RsDefault
+                | Kind::RsGso
+                | Kind::RsNoGso
+                | Kind::RsBigBuf
+                | Kind::RsBatch1024
+                | Kind::RsUntimed
+                | Kind::RsThreaded
+                | Kind::RsMultiQueue
+        )
     }
 }
+
+/// A C consumer's `main`.
+pub type CMain = unsafe extern "C" fn(c_int, *mut *mut c_char) -> c_int;
 
 /// What a consumer process is told to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,23 +222,26 @@ pub struct Spec {
     pub kind: Kind,
     /// First queue number.
     pub queue: u16,
-    /// Copy range in bytes.
+    /// Copy range in bytes; 0: the consumer's default (the whole packet for every consumer).
     pub copy_range: u16,
     /// Maximum queue length; `None`: the kernel's default (1024).
     pub max_len: Option<u32>,
-    /// Receive buffer to request; `None`: the socket's default.
+    /// Receive buffer to request; `None`: the consumer's default.
     pub rcvbuf: Option<usize>,
+    /// Busy-wait in each packet's callback, in ns.
+    pub spin_ns: u64,
 }
 
 impl Spec {
-    /// The positional arguments every consumer takes: `QUEUE COPY_RANGE MAX_LEN RCVBUF`
-    /// (0: default), see `benches/c/common.h`.
+    /// The positional arguments every consumer takes: `QUEUE COPY_RANGE MAX_LEN RCVBUF SPIN_NS`
+    /// (0: default), see `c/common.h`.
     pub fn positional(&self) -> Vec<String> {
         vec![
             self.queue.to_string(),
             self.copy_range.to_string(),
             self.max_len.unwrap_or(0).to_string(),
             self.rcvbuf.unwrap_or(0).to_string(),
+            self.spin_ns.to_string(),
         ]
     }
 
@@ -171,9 +254,9 @@ impl Spec {
 
     /// Parses [`Spec::to_args`].
     pub fn parse(args: &[String]) -> Result<Spec> {
-        let [kind, queue, copy, max_len, rcvbuf] = args else {
+        let [kind, queue, copy, max_len, rcvbuf, spin] = args else {
             return Err(format!(
-                "expected KIND QUEUE COPY MAX_LEN RCVBUF, got {args:?}"
+                "expected KIND QUEUE COPY MAX_LEN RCVBUF SPIN_NS, got {args:?}"
             ));
         };
         let num = |s: &str| s.parse::<u64>().map_err(|_| format!("not a number: {s:?}"));
@@ -184,6 +267,7 @@ impl Spec {
             copy_range: num(copy)? as u16,
             max_len: nonzero(num(max_len)?).map(|v| v as u32),
             rcvbuf: nonzero(num(rcvbuf)?).map(|v| v as usize),
+            spin_ns: num(spin)?,
         })
     }
 }
@@ -192,23 +276,76 @@ impl Spec {
 // Child side: the libnfq consumers
 // ---------------------------------------------------------------------------------------------
 
-/// Entry point of a libnfq consumer process. Returns only on error.
+/// Entry point of a consumer process (libnfq, a peer crate or a C baseline). Returns only on
+/// error.
 pub fn consumer_main(args: &[String]) -> i32 {
+    let spec = match Spec::parse(args) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("nfqbench consumer: {e}");
+            return 2;
+        }
+    };
     // A name of its own, to tell consumers from the harness in `perf report --comm`.
+    let name: &std::ffi::CStr = match spec.kind {
+        k if k.c_main().is_some() => c"c-consumer",
+        Kind::PeerNfq | Kind::PeerNfqueue => c"peer-consumer",
+        _ => c"nfq-consumer",
+    };
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"nfq-consumer".as_ptr()) };
-    let result = Spec::parse(args).and_then(|spec| run_consumer(&spec));
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    if let Some(main) = spec.kind.c_main() {
+        return run_c(main, &spec);
+    }
+    let result = match spec.kind {
+        Kind::PeerNfq => peers::nfq_crate(&spec),
+        Kind::PeerNfqueue => peers::nfqueue_crate(&spec),
+        _ => run_consumer(&spec),
+    };
     if let Err(e) = result {
         eprintln!("nfqbench consumer: {e}");
     }
     1
 }
 
+/// Runs a C baseline's `main` with the positional arguments of `spec` (it exits the process).
+fn run_c(main: CMain, spec: &Spec) -> i32 {
+    let args: Vec<CString> = std::iter::once(spec.kind.name().to_owned())
+        .chain(spec.positional())
+        .map(|a| CString::new(a).expect("numbers and names have no NUL"))
+        .collect();
+    let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    // SAFETY: `argv` is a NULL-terminated array of `args.len()` valid NUL-terminated strings
+    // that outlive the call (the C code only reads them); `main` is a C main (see `c_main`).
+    unsafe { main(args.len() as c_int, argv.as_mut_ptr()) }
+}
+
+/// Busy-waits `ns` nanoseconds: the work of a callback in the latency shapes.
+#[inline]
+pub fn spin(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let end = Instant::now() + Duration::from_nanos(ns);
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
 fn config(spec: &Spec) -> QueueConfig {
-    let config = QueueConfig::new().copy_mode(CopyMode::Packet(spec.copy_range));
-    match spec.max_len {
-        Some(len) => config.max_len(len),
-        None => config,
+    let mut config = QueueConfig::new();
+    if spec.copy_range != 0 {
+        config = config.copy_mode(CopyMode::Packet(spec.copy_range));
+    }
+    if let Some(len) = spec.max_len {
+        config = config.max_len(len);
+    }
+    let flags = config.get_flags();
+    match spec.kind {
+        Kind::RsGso => config.flags(flags | QueueFlags::GSO),
+        Kind::RsNoGso => config.flags(flags - QueueFlags::GSO),
+        _ => config,
     }
 }
 
@@ -234,8 +371,8 @@ fn serve(handle: &Handle<'_>) -> Result<()> {
     }
 }
 
-/// The handshake line (see `benches/c/common.h`).
-fn ready(rcvbuf: usize) {
+/// The handshake line (see `c/common.h`).
+pub fn ready(rcvbuf: usize) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -247,15 +384,26 @@ fn ready(rcvbuf: usize) {
 
 fn run_consumer(spec: &Spec) -> Result<()> {
     match spec.kind {
-        Kind::RsNoBatch | Kind::RsDefault | Kind::RsBigBuf | Kind::RsBatch1024 => {
+        Kind::RsNoBatch
+        | Kind::RsDefault
+        | Kind::RsGso
+        | Kind::RsNoGso
+        | Kind::RsBigBuf
+        | Kind::RsBatch1024
+        | Kind::RsUntimed => {
             let handle = open(spec)?;
             match spec.kind {
                 Kind::RsNoBatch => handle.set_batch_limit(1),
                 Kind::RsBatch1024 => handle.set_batch_limit(1024),
+                Kind::RsUntimed => handle.set_batch_time_limit(Duration::from_secs(1)),
                 _ => {}
             }
+            let spin_ns = spec.spin_ns;
             let _queue = handle
-                .queue(spec.queue, config(spec), |_| Verdict::accept())
+                .queue(spec.queue, config(spec), move |_| {
+                    spin(spin_ns);
+                    Verdict::accept()
+                })
                 .map_err(|e| e.to_string())?;
             ready(handle.recv_buffer_size().map_err(|e| e.to_string())?);
             serve(&handle)
@@ -274,6 +422,7 @@ const POOL_SIZE: usize = 4096;
 /// machine has two cores: one for each thread).
 fn threaded(spec: &Spec) -> Result<()> {
     let handle = open(spec)?;
+    let spin_ns = spec.spin_ns;
     let (pool, taken) = mpsc::sync_channel::<DeferredPacket>(POOL_SIZE);
     let mut batch = handle.verdict_sender().batch(64);
     thread::spawn(move || {
@@ -293,6 +442,7 @@ fn threaded(spec: &Spec) -> Result<()> {
     });
     let _queue = handle
         .queue_deferrable(spec.queue, config(spec), move |pending: Pending<'_>| {
+            spin(spin_ns);
             let (packet, handled) = pending.defer();
             if let Err(mpsc::SendError(packet)) = pool.send(packet) {
                 drop(packet); // the worker is gone: the fallback verdict
@@ -316,8 +466,12 @@ fn multiqueue(spec: &Spec) -> Result<()> {
         thread::spawn(move || {
             let result = (|| {
                 let handle = open(&spec)?;
+                let spin_ns = spec.spin_ns;
                 let _queue = handle
-                    .queue(spec.queue, config(&spec), |_| Verdict::accept())
+                    .queue(spec.queue, config(&spec), move |_| {
+                        spin(spin_ns);
+                        Verdict::accept()
+                    })
                     .map_err(|e| e.to_string())?;
                 let _ = bound.send(handle.recv_buffer_size().map_err(|e| e.to_string()));
                 serve(&handle)
@@ -348,92 +502,53 @@ fn multiqueue(spec: &Spec) -> Result<()> {
 // Parent side
 // ---------------------------------------------------------------------------------------------
 
-/// How to start a libnfq consumer: the program that embeds the harness, re-executed.
+/// How to start a consumer: the program that embeds the harness, re-executed with a hidden
+/// subcommand (libnfq, the peer crates and the C baselines), or Python for NetfilterQueue.
 #[derive(Clone, Debug)]
 pub struct Launcher {
     exe: PathBuf,
     args: Vec<OsString>,
-    /// When set, the consumer's arguments go in this environment variable (space-separated)
-    /// instead of the command line (a libtest binary owns its command line).
-    env: Option<&'static str>,
 }
 
+/// The Python consumer (NetfilterQueue), run with `python3`.
+pub const PYTHON_CONSUMER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/py/consumer.py");
+
 impl Launcher {
-    /// The bench binary: `<exe> <subcommand> KIND QUEUE ...`.
+    /// The running program: `<exe> <subcommand> KIND QUEUE ...`.
     pub fn subcommand(subcommand: &str) -> Result<Launcher> {
         Ok(Launcher {
             exe: std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?,
             args: vec![subcommand.into()],
-            env: None,
         })
     }
 
-    /// A libtest binary: runs the (ignored) test `test_name` alone, which reads the consumer's
-    /// arguments from the environment variable `env`.
-    pub fn libtest(test_name: &str, env: &'static str) -> Result<Launcher> {
-        let mut launcher = Launcher::subcommand(test_name)?;
-        launcher.args.extend(
-            [
-                "--exact",
-                "--nocapture",
-                "--include-ignored",
-                "--test-threads=1",
-            ]
-            .map(OsString::from),
-        );
-        launcher.env = Some(env);
-        Ok(launcher)
-    }
-
     fn command(&self, spec: &Spec) -> Command {
+        if spec.kind == Kind::PeerPython {
+            let mut cmd = Command::new("python3");
+            cmd.arg(PYTHON_CONSUMER).args(spec.positional());
+            return cmd;
+        }
         let mut cmd = Command::new(&self.exe);
-        cmd.args(&self.args);
-        match self.env {
-            Some(var) => cmd.env(var, spec.to_args().join(" ")),
-            None => cmd.args(spec.to_args()),
-        };
+        cmd.args(&self.args).args(spec.to_args());
         cmd
     }
 }
 
-/// Compiles the C consumer `kind` (`benches/c/<source>.c` with its flags) into
-/// `<dir>/<kind name>` unless the binary is newer than the sources; returns its path.
-pub fn compile_c(kind: Kind, dir: &Path) -> Result<PathBuf> {
-    let (source, flags) = kind
-        .c_source()
-        .ok_or_else(|| format!("{} is not a C consumer", kind.name()))?;
-    let name = kind.name();
-    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c");
-    let src = src_dir.join(format!("{source}.c"));
-    let bin = dir.join(name);
-    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
-    let newest_source = [src.clone(), src_dir.join("common.h")]
-        .iter()
-        .filter_map(|p| modified(p))
-        .max();
-    if matches!((modified(&bin), newest_source), (Some(b), Some(s)) if b > s) {
-        return Ok(bin);
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    // Compile to a private name, then rename: concurrent harnesses never run a partial file.
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let out = Command::new("cc")
-        .args(flags)
-        .args(["-O2", "-Wall", "-Wextra", "-o"])
-        .arg(&tmp)
-        .arg(&src)
-        .args(["-lnetfilter_queue", "-lnfnetlink", "-lmnl"])
+/// Whether Python's NetfilterQueue can be imported (`pip install NetfilterQueue`); the reason
+/// if not.
+pub fn python_available() -> std::result::Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import netfilterqueue"])
         .output()
-        .map_err(|e| format!("cannot run cc (install gcc): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cc {} failed: {}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "python3 cannot import netfilterqueue (pip install NetfilterQueue): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
-    std::fs::rename(&tmp, &bin).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
-    Ok(bin)
 }
 
 /// A running consumer process.
@@ -451,16 +566,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Running {
     /// Starts the consumer described by `spec` and waits for its ready line.
-    pub fn start(spec: &Spec, launcher: &Launcher, c_bins: &[(Kind, PathBuf)]) -> Result<Running> {
-        let mut cmd = match c_bins.iter().find(|(k, _)| *k == spec.kind) {
-            Some((_, bin)) => {
-                let mut cmd = Command::new(bin);
-                cmd.args(spec.positional());
-                cmd
-            }
-            None => launcher.command(spec),
-        };
-        let mut child = cmd
+    pub fn start(spec: &Spec, launcher: &Launcher) -> Result<Running> {
+        let mut child = launcher
+            .command(spec)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

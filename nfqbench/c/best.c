@@ -6,6 +6,7 @@
  *   - batched verdicts: receive what is waiting (MSG_DONTWAIT after the first, blocking
  *     receive), up to MAX_BATCH packets, then accept them all with one range verdict
  *     (NFQNL_MSG_VERDICT_BATCH up to the last id received).
+ * Each packet's callback busy-waits SPIN_NS first (the latency shapes' work per packet).
  * Every packet is accepted. See common.h for the command line. */
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
@@ -26,6 +27,7 @@
 struct batch {
 	uint32_t last_id;
 	unsigned pending;
+	long long spin_ns;
 };
 
 static int on_packet(const struct nlmsghdr *nlh, void *data)
@@ -37,6 +39,7 @@ static int on_packet(const struct nlmsghdr *nlh, void *data)
 	if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR])
 		return MNL_CB_ERROR;
 	ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+	bench_spin(b->spin_ns);
 	b->last_id = ntohl(ph->packet_id);
 	b->pending++;
 	return MNL_CB_OK;
@@ -73,7 +76,7 @@ int main(int argc, char **argv)
 	struct bench_args args = bench_parse_args(argc, argv);
 	static char buf[65536 + 4096] __attribute__((aligned(8)));
 	static char out[256] __attribute__((aligned(8)));
-	struct batch batch = { 0, 0 };
+	struct batch batch = { 0, 0, 0 };
 	struct mnl_socket *nl;
 	unsigned portid;
 	int one = 1;
@@ -90,6 +93,7 @@ int main(int argc, char **argv)
 		bench_die("setsockopt(NETLINK_NO_ENOBUFS)");
 	if (args.rcvbuf)
 		bench_set_rcvbuf(fd, args.rcvbuf);
+	batch.spin_ns = args.spin_ns;
 	configure(nl, &args, buf, sizeof(buf));
 	bench_ready(fd);
 
