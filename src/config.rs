@@ -68,7 +68,14 @@ bitflags::bitflags! {
         #[doc(alias = "NFQA_CFG_F_CONNTRACK")]
         const CONNTRACK = nfq_sys::NFQA_CFG_F_CONNTRACK;
         /// Deliver GSO super-packets whole instead of segmenting them first (they may be up to
-        /// ~64 KiB and carry [`SkbInfo::GSO`](crate::SkbInfo::GSO)).
+        /// ~64 KiB and carry [`SkbInfo::GSO`](crate::SkbInfo::GSO), with partial checksums:
+        /// [`SkbInfo::CSUM_NOT_READY`](crate::SkbInfo::CSUM_NOT_READY)).
+        ///
+        /// Off by default. Turn it on for queues that only inspect and accept bulk TCP: the
+        /// kernel then skips segmenting every super-packet before queueing it (about 5x the
+        /// throughput through a FORWARD queue, docs/BENCHMARKS.md). Leave it off for queues that
+        /// rewrite packets: a replaced payload cannot stand for a GSO super-packet, and
+        /// [`PacketBuf`](crate::pkt::PacketBuf) refuses to rewrite one.
         #[doc(alias = "NFQA_CFG_F_GSO")]
         const GSO = nfq_sys::NFQA_CFG_F_GSO;
         /// Attach the uid and gid of the local socket that sent or receives the packet.
