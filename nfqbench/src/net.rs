@@ -49,20 +49,8 @@ impl Netns {
     /// Runs `tool args...` in the namespace; returns its stdout.
     pub fn run(&self, tool: &str, args: &[&str]) -> Result<String> {
         self.check()?;
-        let path = find_program(tool).ok_or_else(|| format!("`{tool}` not found"))?;
-        let out = Command::new(&path)
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`{tool} {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        command_output(tool, &args)
     }
 
     /// Writes `value` to `/proc/sys/<key>` for this namespace (`net/...` keys are the calling
@@ -79,6 +67,25 @@ impl Netns {
         full.extend_from_slice(args);
         self.run("iptables", &full).map(drop)
     }
+}
+
+/// Runs `tool args` (found in PATH or sbin) and returns its stdout, or an error with stderr.
+pub fn command_output(tool: &str, args: &[String]) -> Result<String> {
+    let path = find_program(tool).ok_or_else(|| format!("`{tool}` not found"))?;
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{tool} {}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Finds `name` in `$PATH` or the sbin directories (often missing from a user's `$PATH`).

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::net::{find_program, netns_id, Netns, Result};
+use super::net::{command_output, find_program, netns_id, Netns, Result};
 
 /// iperf3 port whose traffic is queued (both directions), and one without a rule.
 pub const QUEUED_PORT: u16 = 5201;
@@ -136,25 +136,6 @@ impl Drop for NsThread {
             let _ = h.join();
         }
     }
-}
-
-/// Runs `tool args` (found in PATH or sbin) and returns its stdout, or an error with stderr.
-pub fn command_output(tool: &str, args: &[String]) -> Result<String> {
-    let path = find_program(tool).ok_or_else(|| format!("`{tool}` not found"))?;
-    let out = Command::new(&path)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{tool} {}` failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The client-router-server topology with iperf3 servers running.
