@@ -211,7 +211,8 @@ impl<'cb> Handle<'cb> {
     /// [`Handle::set_recv_buffer_size`]).
     ///
     /// Opening needs no privilege; binding a queue needs `CAP_NET_ADMIN` in the network
-    /// namespace.
+    /// namespace. The socket is connected to the kernel: the kernel refuses datagrams that
+    /// another socket addresses to it, so only the kernel can feed the handle.
     #[doc(alias = "nfq_open")]
     #[doc(alias = "mnl_socket_open")]
     pub fn open() -> Result<Self> {

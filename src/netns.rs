@@ -70,8 +70,10 @@ impl<'cb> Handle<'cb> {
     /// or received from a privileged helper over a Unix socket): it must be an `AF_NETLINK`
     /// socket of protocol `NETLINK_NETFILTER` (else [`Error::Io`] with `EAFNOSUPPORT`,
     /// `EPROTONOSUPPORT`, or the `ENOTSOCK` of a file that is no socket). It is bound (with a
-    /// port id the kernel picks) if it was not, gets the receive buffer [`Handle::open`] asks
-    /// for where allowed, and is closed when the handle is dropped, like one the handle opened.
+    /// port id the kernel picks) if it was not, is connected to the kernel (so that the kernel
+    /// refuses datagrams other sockets address to it, as for [`Handle::open`]'s socket), gets
+    /// the receive buffer [`Handle::open`] asks for where allowed, and is closed when the handle
+    /// is dropped, like one the handle opened.
     /// Its file status flags are kept: leave it blocking for [`Handle::run`].
     #[doc(alias = "mnl_socket_fdopen")]
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {

@@ -19,7 +19,7 @@
 //!
 //! The async path shares the blocking core: an [`AsyncHandle`] is a [`Handle`] whose queues
 //! defer every packet, driven by tokio's readiness events on the socket instead of a blocking
-//! receive. Verdicts go to the kernel with a plain `sendto`, which for a netlink socket is
+//! receive. Verdicts go to the kernel with a plain `send`, which for a netlink socket is
 //! processed synchronously by the kernel; should it ever report `EAGAIN` or `ENOBUFS`, the send
 //! is retried (waiting for the socket to become writable, for up to about a second) rather than
 //! dropped.

@@ -406,8 +406,9 @@ impl Peer {
         addr
     }
 
-    /// Sends `bytes` as one datagram to the socket with port id `portid`.
-    fn send_to(&self, portid: u32, bytes: &[u8]) {
+    /// Sends `bytes` as one datagram to the socket with port id `portid`; the error the
+    /// kernel answered, if any.
+    fn send_to(&self, portid: u32, bytes: &[u8]) -> Option<i32> {
         let addr = Peer::address(portid);
         // SAFETY: `bytes` is a live slice; `addr` a valid sockaddr_nl of the size given.
         let rc = unsafe {
@@ -420,21 +421,21 @@ impl Peer {
                 std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
-        assert_eq!(
-            rc,
-            bytes.len() as isize,
-            "sendto ({} bytes): {}",
-            bytes.len(),
-            std::io::Error::last_os_error()
-        );
+        if rc < 0 {
+            return std::io::Error::last_os_error().raw_os_error();
+        }
+        assert_eq!(rc, bytes.len() as isize, "short send");
+        None
     }
 }
 
-/// Only the kernel may feed the handle: well-formed packet messages, verdict errors and garbage
-/// sent by another socket to the handle's port id are skipped before parsing, whatever they
-/// hold; real packets keep flowing, with the kernel's ids.
+/// Only the kernel may feed the handle: its socket is connected to the kernel, so the kernel
+/// refuses (`ECONNREFUSED`) well-formed packet messages, verdict errors and garbage that
+/// another socket addresses to the handle's port id, whatever they hold; nothing forged is
+/// dispatched, and real packets keep flowing, with the kernel's ids. The same holds for a
+/// socket adopted with `Handle::from_fd`.
 #[test]
-fn forged_and_garbage_datagrams_from_another_socket_are_ignored() {
+fn forged_and_garbage_datagrams_from_another_socket_are_refused() {
     let Some(ns) = support::enter!() else { return };
     const Q: u16 = 7;
     let sink = UdpSink::bind("127.0.0.1:0");
@@ -471,7 +472,11 @@ fn forged_and_garbage_datagrams_from_another_socket_are_ignored() {
                 error
             }
         };
-        peer.send_to(handle.portid(), &datagram);
+        assert_eq!(
+            peer.send_to(handle.portid(), &datagram),
+            Some(libc::ECONNREFUSED),
+            "datagram {i} was not refused"
+        );
         if i % 50 == 49 {
             assert_eq!(handle.process().expect("nothing to report"), 0);
         }
@@ -492,5 +497,27 @@ fn forged_and_garbage_datagrams_from_another_socket_are_ignored() {
     assert_eq!(
         sink.recv_one(Duration::from_secs(10)).as_deref(),
         Some(&b"real"[..])
+    );
+
+    // The refusal is the connection's doing: an unconnected socket of the same family takes
+    // the very same datagram from the peer...
+    let unconnected = Peer::open();
+    let mut bound: libc::sockaddr_nl = Peer::address(0);
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: `bound`/`len` describe a writable sockaddr_nl.
+    let rc = unsafe {
+        libc::getsockname(
+            unconnected.0.as_raw_fd(),
+            (&mut bound as *mut libc::sockaddr_nl).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+    assert_eq!(peer.send_to(bound.nl_pid, &forged), None);
+    // ...and a socket adopted with `from_fd` is connected as well.
+    let adopted = Handle::from_fd(support::netfilter_socket()).unwrap();
+    assert_eq!(
+        peer.send_to(adopted.portid(), &forged),
+        Some(libc::ECONNREFUSED)
     );
 }
