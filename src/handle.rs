@@ -10,6 +10,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::batching::{self, DEFAULT_BATCH_LIMIT, DEFAULT_BATCH_TIME_LIMIT};
 use crate::config::{QueueConfig, QueueFlags};
 use crate::counters::{Count, Counters};
 use crate::deferred::{min_payload_len, Handled, Pending, QueueState, VerdictSender};
@@ -24,9 +25,6 @@ use crate::verdict::{Action, Verdict};
 /// Default size of the receive buffer: the largest packet message (a 65531-byte payload plus
 /// every metadata attribute) with room to spare.
 pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024 + 8 * 1024;
-/// Default for [`Handle::set_batch_limit`]: a quarter of the kernel's default queue length
-/// (1024), so that the packets held for one batch never fill a default queue.
-pub const DEFAULT_BATCH_LIMIT: usize = 256;
 /// The receive buffer [`Handle::open`] asks for: 8 MiB absorb a burst of thousands of full-size
 /// packet messages instead of losing them (`ENOBUFS`).
 pub const DEFAULT_RECV_BUFFER: usize = 8 << 20;
@@ -42,8 +40,6 @@ const MAX_AUTO_RECV_BUFFER: usize = 64 << 20;
 /// The largest receive buffer [`Handle::set_buffer_size`] sets: far above the largest message
 /// the kernel sends (one packet of at most 65531 bytes with its metadata).
 const MAX_BUFFER_SIZE: usize = 4 << 20;
-/// Default for [`Handle::set_batch_time_limit`].
-pub const DEFAULT_BATCH_TIME_LIMIT: Duration = Duration::from_micros(50);
 
 /// The callback a [`Queue`] stores.
 enum Callback<'cb> {
@@ -134,7 +130,10 @@ enum Wait<'a> {
 /// head of a burst never waits for the packets behind it); later verdicts are gathered and sent
 /// together when the oldest has waited [`Handle::set_batch_time_limit`] (default 50 µs), and
 /// at the end of the pass: cheap callbacks share few system calls, slow ones get their verdicts
-/// out about as soon as they are decided. Consecutive
+/// out about as soon as they are decided. Past the first 64 packets of a pass (a backlog: the
+/// socket kept yielding packets without waiting) a verdict may wait 8 times the limit (400 µs
+/// by default), so that draining a backlog does not pay a system call, and a wake-up of the
+/// packets' receiver, every 50 µs. Consecutive
 /// packets of a queue decided with the same plain verdict (no payload) are decided by one
 /// range verdict, but only while no deferred packet of that queue is outstanding, since a range
 /// verdict decides every queued packet up to its id. [`Handle::set_range_verdicts`] turns that
@@ -688,15 +687,14 @@ impl<'cb> Handle<'cb> {
     }
 
     /// Sends the verdicts decided so far when the pass's first packet was just decided (the
-    /// head of a burst never waits for the rest), or when a decided verdict has waited for the
-    /// batch time limit.
+    /// head of a burst never waits for the rest), or when a decided verdict has waited the
+    /// pass's budget ([`batching::budget`]).
     fn flush_if_due(&self, state: &mut Dispatch) {
         let first = !state.flushed_first && state.packets > 0;
         let due = first
-            || self
-                .held_since
-                .get()
-                .is_some_and(|since| since.elapsed() >= self.batch_time.get());
+            || self.held_since.get().is_some_and(|since| {
+                since.elapsed() >= batching::budget(self.batch_time.get(), state.packets)
+            });
         if due {
             state.flushed_first = true;
             self.flush_verdicts();
@@ -1266,7 +1264,9 @@ impl<'cb> Handle<'cb> {
     /// Sets how long a decided verdict may wait to be sent together with later ones (default
     /// [`DEFAULT_BATCH_TIME_LIMIT`]): a pass flushes its verdicts once the oldest unsent one
     /// has waited this long (checked after each packet, so the wait can exceed it by one
-    /// callback's run time). The first verdict of every pass is sent at once. `Duration::ZERO`
+    /// callback's run time); past the first 64 packets of a pass, once it has waited 8 times
+    /// this long (see [Batching](Handle#batching)). The first verdict of every pass is sent at
+    /// once. `Duration::ZERO`
     /// sends each verdict right after its callback, like a batch limit of 1 but still
     /// receiving up to the batch limit per pass.
     pub fn set_batch_time_limit(&self, limit: Duration) {

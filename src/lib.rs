@@ -165,6 +165,7 @@
 #![warn(missing_docs)]
 
 mod attrs;
+mod batching;
 mod config;
 pub mod conntrack;
 mod counters;
@@ -187,13 +188,12 @@ pub mod tokio;
 mod verdict;
 
 pub use attrs::{nfqa, Family, Vlan};
+pub use batching::{DEFAULT_BATCH_LIMIT, DEFAULT_BATCH_TIME_LIMIT};
 pub use config::{CopyMode, QueueConfig, QueueFlags, MAX_PAYLOAD_LEN};
 pub use counters::Counters;
 pub use deferred::{DeferredPacket, Handled, Pending, VerdictBatch, VerdictSender};
 pub use error::{Error, Result};
-pub use handle::{
-    Handle, DEFAULT_BATCH_LIMIT, DEFAULT_BATCH_TIME_LIMIT, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER,
-};
+pub use handle::{Handle, DEFAULT_BUFFER_SIZE, DEFAULT_RECV_BUFFER};
 pub use owned::DeferCopy;
 pub use packet::{Hook, Packet, SkbInfo};
 pub use pull::Receiver;

@@ -1,0 +1,188 @@
+//! The batching policy against the real kernel: when the verdicts of one `process` pass reach
+//! the receiver of the accepted packets.
+//!
+//! Each test queues a numbered backlog of UDP datagrams (sent to 127.0.0.1, queued in `OUTPUT`)
+//! before the handle runs, so that one pass dispatches them all; the callbacks busy-wait to
+//! stand for a consumer's work and look at the receiving socket while they run. A datagram
+//! that arrives while a later packet's callback is still running proves its verdict was sent
+//! before that callback began; one that has not arrived proves it was not (a verdict's packet
+//! reaches the socket within the sending system call, or soon after it, from the softirq).
+
+// This file uses only part of what the support module re-exports.
+#[allow(unused_imports)]
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libnfq::{Handle, QueueConfig, Verdict};
+use support::{udp_send_queued, UdpSink};
+
+/// How long an expected datagram may take to arrive.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// The sequence number of a datagram (its first 4 bytes), from a packet's IPv4+UDP bytes.
+fn seq_of_packet(payload: &[u8]) -> u32 {
+    let ihl = usize::from(payload[0] & 0x0f) * 4;
+    let data = &payload[ihl + 8..];
+    u32::from_be_bytes(data[..4].try_into().unwrap())
+}
+
+/// What arrived at the sink so far.
+struct Arrivals {
+    sock: UdpSocket,
+    seen: BTreeSet<u32>,
+}
+
+impl Arrivals {
+    fn new(sink: &UdpSink) -> Arrivals {
+        let sock = sink.socket().try_clone().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        Arrivals {
+            sock,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Reads what is waiting, without waiting.
+    fn poll(&mut self) {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    assert!(n >= 4);
+                    self.seen
+                        .insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("sink: {e}"),
+            }
+        }
+    }
+
+    fn has(&mut self, seq: u32) -> bool {
+        self.poll();
+        self.seen.contains(&seq)
+    }
+
+    /// Whether `seq` arrives within [`DEADLINE`] (called from a callback: the pass that would
+    /// send its verdict later is blocked meanwhile).
+    fn arrives(&mut self, seq: u32) -> bool {
+        let start = Instant::now();
+        while !self.has(seq) {
+            if start.elapsed() > DEADLINE {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+}
+
+/// A sink whose datagrams the `OUTPUT` hook queues to `queue`.
+fn sink(ns: &support::Netns, queue: u16) -> UdpSink {
+    let sink = UdpSink::bind("127.0.0.1:0");
+    ns.queue_udp_port(sink.port(), queue);
+    sink
+}
+
+/// Sends `count` datagrams numbered 0.. to `sink`: once the queue is bound, they wait for the
+/// handle, in its socket.
+fn backlog(sink: &UdpSink, count: u32) {
+    let payloads: Vec<[u8; 4]> = (0..count).map(u32::to_be_bytes).collect();
+    udp_send_queued(sink.addr(), &payloads);
+}
+
+/// Within the head of a pass: the first verdict leaves at once (packet 0 reaches the receiver
+/// while packet 1's callback runs), and a later one is held, but not longer than the time limit.
+#[test]
+fn the_first_verdict_leaves_at_once_and_later_ones_within_the_time_limit() {
+    let Some(ns) = support::enter!() else { return };
+    const Q: u16 = 3;
+    let sink = sink(&ns, Q);
+    let arrivals = Mutex::new(Arrivals::new(&sink));
+    // What the callbacks saw: (packet, datagram looked for, arrived).
+    let seen = Mutex::new(Vec::new());
+    let handle = Handle::open().unwrap();
+    // With 1 ms callbacks, packet 1's verdict is due once packet 3 has been decided.
+    handle.set_batch_time_limit(Duration::from_millis(2));
+    let _queue = handle
+        .queue(Q, QueueConfig::new(), |p| {
+            let seq = seq_of_packet(p.payload());
+            let mut arrivals = arrivals.lock().unwrap();
+            match seq {
+                1 => seen.lock().unwrap().push((1, 0, arrivals.arrives(0))),
+                2 => seen.lock().unwrap().push((2, 1, arrivals.has(1))),
+                5 => seen.lock().unwrap().push((5, 1, arrivals.arrives(1))),
+                _ => {}
+            }
+            drop(arrivals);
+            spin(Duration::from_millis(1));
+            Verdict::accept()
+        })
+        .unwrap();
+    backlog(&sink, 20);
+    assert_eq!(handle.process().unwrap(), 20, "one pass takes the backlog");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (1, 0, true),  // the first verdict was sent at once
+            (2, 1, false), // packet 1's verdict was held (1 ms < the 2 ms limit)...
+            (5, 1, true),  // ...and sent once it had waited the limit
+        ]
+    );
+    let mut arrivals = arrivals.lock().unwrap();
+    assert!(
+        arrivals.arrives(19),
+        "the pass ends by sending every verdict"
+    );
+    assert_eq!(arrivals.seen, (0..20).collect());
+}
+
+/// Past the first 64 packets of a pass (a backlog), a verdict may wait 8 times the time limit
+/// before it is sent, and no longer.
+#[test]
+fn past_the_head_of_a_pass_verdicts_wait_eight_times_the_limit() {
+    let Some(ns) = support::enter!() else { return };
+    const Q: u16 = 4;
+    const LIMIT: Duration = Duration::from_millis(5);
+    let sink = sink(&ns, Q);
+    let arrivals = Mutex::new(Arrivals::new(&sink));
+    let seen = Mutex::new(Vec::new());
+    let handle = Handle::open().unwrap();
+    handle.set_batch_time_limit(LIMIT);
+    let _queue = handle
+        .queue(Q, QueueConfig::new(), |p| {
+            let seq = seq_of_packet(p.payload());
+            let mut arrivals = arrivals.lock().unwrap();
+            match seq {
+                // 2 ms callbacks from packet 64 on: by packet 70, packet 65's verdict has waited
+                // at least 8 ms, beyond the limit (5 ms) but within 8 times it (40 ms).
+                70 => seen.lock().unwrap().push((70, 65, arrivals.has(65))),
+                // By packet 99 it has waited about 68 ms: it was sent.
+                99 => seen.lock().unwrap().push((99, 65, arrivals.arrives(65))),
+                _ => {}
+            }
+            drop(arrivals);
+            if seq >= 64 {
+                spin(Duration::from_millis(2));
+            }
+            Verdict::accept()
+        })
+        .unwrap();
+    backlog(&sink, 100);
+    assert_eq!(handle.process().unwrap(), 100, "one pass takes the backlog");
+    assert_eq!(*seen.lock().unwrap(), [(70, 65, false), (99, 65, true)]);
+    let mut arrivals = arrivals.lock().unwrap();
+    assert!(arrivals.arrives(99));
+    assert_eq!(arrivals.seen, (0..100).collect());
+}
