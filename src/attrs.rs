@@ -155,10 +155,18 @@ impl<'a> Iterator for AttrIter<'a> {
 /// The attributes of one packet message: a table of the known ones (checked against their
 /// type's minimum length) plus the whole attribute region, so that any attribute, known or not,
 /// can still be found by number. Also the message's address family (`nfgen_family`).
+///
+/// The table holds offsets into the region rather than slices, which keeps the value small
+/// (about 130 bytes instead of about 400): it is moved a few times per packet on the dispatch
+/// path, from the parser into the [`Packet`](crate::Packet) a callback sees.
 #[derive(Clone, Copy)]
 pub(crate) struct Attrs<'a> {
     family: u8,
-    table: [Option<&'a [u8]>; TABLE_LEN],
+    /// Per known type: where its attribute (header included) starts in `region`, plus one;
+    /// 0 when absent. The payload attribute is kept in `payload` instead.
+    at: [u32; TABLE_LEN],
+    /// `NFQA_PAYLOAD`, as a slice: an owned packet's payload lives outside its region.
+    payload: Option<&'a [u8]>,
     region: &'a [u8],
 }
 
@@ -166,24 +174,38 @@ impl<'a> Attrs<'a> {
     /// Parses an attribute region. When a type appears twice, the last one wins (as with
     /// `mnl_attr_parse`).
     pub(crate) fn parse(family: u8, region: &'a [u8]) -> Attrs<'a> {
-        let mut table = [None; TABLE_LEN];
+        let mut at = [0u32; TABLE_LEN];
+        let mut payload = None;
+        let base = region.as_ptr() as usize;
         for attr in walk(region) {
-            if let Some(slot) = table.get_mut(usize::from(attr.kind)) {
-                if attr.kind != nfqa::UNSPEC && attr.payload.len() >= min_len(attr.kind) {
-                    *slot = Some(attr.payload);
+            if let Some(slot) = at.get_mut(usize::from(attr.kind)) {
+                if attr.kind == nfqa::PAYLOAD {
+                    payload = Some(attr.payload);
+                } else if attr.kind != nfqa::UNSPEC && attr.payload.len() >= min_len(attr.kind) {
+                    // `whole` lies inside `region` (the walk only hands out its sub-slices),
+                    // which is far shorter than 4 GiB (one datagram).
+                    *slot = (attr.whole.as_ptr() as usize - base + 1) as u32;
                 }
             }
         }
         Attrs {
             family,
-            table,
+            at,
+            payload,
             region,
         }
     }
 
     /// The attribute of a known type, if present and long enough for its type.
+    #[inline]
     pub(crate) fn get(&self, kind: u16) -> Option<&'a [u8]> {
-        self.table.get(usize::from(kind)).copied().flatten()
+        if kind == nfqa::PAYLOAD {
+            return self.payload;
+        }
+        let start = (*self.at.get(usize::from(kind))? as usize).checked_sub(1)?;
+        let header = self.region.get(start..start + NLA_HDRLEN)?;
+        let len = usize::from(u16::from_ne_bytes([header[0], header[1]]));
+        self.region.get(start + NLA_HDRLEN..start + len)
     }
 
     /// Any attribute by number, as sent: from the table, else found in the region (numbers
@@ -197,9 +219,9 @@ impl<'a> Attrs<'a> {
         })
     }
 
-    /// Replaces a table slot (an owned packet's payload lives outside its region).
-    pub(crate) fn set(&mut self, kind: u16, value: Option<&'a [u8]>) {
-        self.table[usize::from(kind)] = value;
+    /// Replaces the payload (an owned packet's payload lives outside its region).
+    pub(crate) fn set_payload(&mut self, value: Option<&'a [u8]>) {
+        self.payload = value;
     }
 
     pub(crate) fn family(&self) -> u8 {

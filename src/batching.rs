@@ -10,8 +10,11 @@
 //! them the pass is draining a backlog (the socket kept yielding packets without waiting), and
 //! the budget grows to [`BACKLOG_FACTOR`] times the limit: each send costs a system call and a
 //! wake-up of whoever receives the accepted packets, which a backlog pays in throughput, while
-//! its packets have already waited in the queue behind the ones before them. docs/DESIGN.md
-//! ("Batching") has the measurements behind both numbers.
+//! its packets have already waited in the queue behind the ones before them. A pass that
+//! stopped at the batch limit leaves the backlog to the next one: if that one finds a packet
+//! without waiting, it continues the backlog (no verdict sent at once, the larger budget from
+//! its start); otherwise it waits as usual and starts a new head. docs/DESIGN.md ("Batching")
+//! has the measurements behind these numbers.
 
 use std::time::Duration;
 
@@ -30,9 +33,10 @@ pub(crate) const HEAD_OF_PASS: usize = 64;
 pub(crate) const BACKLOG_FACTOR: u32 = 8;
 
 /// How long the oldest unsent verdict of a pass may wait, the pass having dispatched
-/// `packets` packets so far.
-pub(crate) fn budget(limit: Duration, packets: usize) -> Duration {
-    if packets > HEAD_OF_PASS {
+/// `packets` packets so far; `continued`: the pass goes on with the backlog of the pass
+/// before it, which stopped at the batch limit.
+pub(crate) fn budget(limit: Duration, packets: usize, continued: bool) -> Duration {
+    if continued || packets > HEAD_OF_PASS {
         limit.saturating_mul(BACKLOG_FACTOR)
     } else {
         limit
@@ -46,10 +50,11 @@ mod tests {
     #[test]
     fn the_head_of_a_pass_gets_the_limit_a_backlog_eight_times_it() {
         let limit = Duration::from_micros(50);
-        assert_eq!(budget(limit, 1), limit);
-        assert_eq!(budget(limit, HEAD_OF_PASS), limit);
-        assert_eq!(budget(limit, HEAD_OF_PASS + 1), Duration::from_micros(400));
-        assert_eq!(budget(Duration::ZERO, 1000), Duration::ZERO);
-        assert_eq!(budget(Duration::MAX, 1000), Duration::MAX);
+        assert_eq!(budget(limit, 1, false), limit);
+        assert_eq!(budget(limit, HEAD_OF_PASS, false), limit);
+        assert_eq!(budget(limit, HEAD_OF_PASS + 1, false), limit * 8);
+        assert_eq!(budget(limit, 1, true), limit * 8);
+        assert_eq!(budget(Duration::ZERO, 1000, false), Duration::ZERO);
+        assert_eq!(budget(Duration::MAX, 1000, true), Duration::MAX);
     }
 }

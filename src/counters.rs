@@ -122,6 +122,18 @@ impl CounterCells {
         self.add(which, 1);
     }
 
+    /// Bumps a counter that only the handle's receive path writes (`Packets`, `Dispatched`):
+    /// a plain load and store instead of a locked read-modify-write, twice per packet. Sound
+    /// because the `Handle` is not `Sync` (one thread at a time receives on it, and moving it to
+    /// another thread synchronizes), and no other path writes these two; readers
+    /// ([`CounterCells::snapshot`]) see the old or the new value, as with `fetch_add`.
+    #[inline]
+    pub(crate) fn bump_by_receiver(&self, which: Count) {
+        debug_assert!(matches!(which, Count::Packets | Count::Dispatched));
+        let cell = &self.0[which as usize];
+        cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
     /// Counts an error found on the receive path or in a send by its kind (the kernel's
     /// answers are counted where they are told apart, see `Handle::dispatch`).
     pub(crate) fn error(&self, err: &Error) {

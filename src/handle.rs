@@ -94,6 +94,8 @@ struct Dispatch {
     panic: Option<Box<dyn Any + Send + 'static>>,
     /// The verdicts were sent once after the pass's first packet.
     flushed_first: bool,
+    /// The pass continues the backlog of the pass before it (see [`batching`]).
+    continued: bool,
 }
 
 /// How the first receive of a `process` call waits.
@@ -183,6 +185,8 @@ pub struct Handle<'cb> {
     /// waits).
     held_since: Cell<Option<Instant>>,
     batch_time: Cell<Duration>,
+    /// The last pass stopped at its limit with packets possibly still waiting (a backlog).
+    draining: Cell<bool>,
     /// The receive buffer grows with the bound queues (until the user sets its size).
     auto_recv_buffer: Cell<bool>,
     /// Fuzzing only: verdicts are discarded instead of sent.
@@ -230,6 +234,7 @@ impl<'cb> Handle<'cb> {
             released: RefCell::new(Vec::new()),
             held_since: Cell::new(None),
             batch_time: Cell::new(DEFAULT_BATCH_TIME_LIMIT),
+            draining: Cell::new(false),
             auto_recv_buffer: Cell::new(true),
             discard: Cell::new(false),
             fuzzing: Cell::new(false),
@@ -642,7 +647,7 @@ impl<'cb> Handle<'cb> {
                 self.dispatch(message.as_slice(), &mut state);
                 self.flush_if_due(&mut state);
             }
-        } else if self.receive_first(&mut recv, wait)? {
+        } else if self.receive_first(&mut recv, wait, &mut state)? {
             let n = recv.len();
             self.dispatch(&recv.as_slice()[..n], &mut state);
             self.flush_if_due(&mut state);
@@ -668,6 +673,10 @@ impl<'cb> Handle<'cb> {
                     }
                 }
             }
+            // Stopped by the limit, not by an empty socket: the next pass goes on with the
+            // backlog (without batching, a limit of 1, there is nothing to carry over).
+            self.draining
+                .set(limit > 1 && state.packets >= limit && state.panic.is_none());
         } else {
             idle = true;
         }
@@ -693,7 +702,9 @@ impl<'cb> Handle<'cb> {
         let first = !state.flushed_first && state.packets > 0;
         let due = first
             || self.held_since.get().is_some_and(|since| {
-                since.elapsed() >= batching::budget(self.batch_time.get(), state.packets)
+                let budget =
+                    batching::budget(self.batch_time.get(), state.packets, state.continued);
+                since.elapsed() >= budget
             });
         if due {
             state.flushed_first = true;
@@ -709,7 +720,15 @@ impl<'cb> Handle<'cb> {
 
     /// The first receive of a pass; `Ok(false)` when nothing arrived. A message cut by the
     /// buffer is decided by its queue's fallback here, and counts as something received.
-    fn receive_first(&self, recv: &mut AlignedBuf, wait: Wait<'_>) -> Result<bool> {
+    ///
+    /// After a pass that stopped at its limit, it first looks without waiting: a packet found
+    /// that way continues the backlog (`state.continued`; its verdict is no head of a burst).
+    fn receive_first(
+        &self,
+        recv: &mut AlignedBuf,
+        wait: Wait<'_>,
+        state: &mut Dispatch,
+    ) -> Result<bool> {
         let sock = self.sock();
         let got = |r: Result<Option<usize>>, recv: &mut AlignedBuf| match r {
             Ok(got) => Ok(got.is_some()),
@@ -725,6 +744,11 @@ impl<'cb> Handle<'cb> {
             }
             Err(e) => Err(e),
         };
+        if self.draining.replace(false) && got(sock.recv(recv, libc::MSG_DONTWAIT), recv)? {
+            state.continued = true;
+            state.flushed_first = true;
+            return Ok(true);
+        }
         match wait {
             Wait::Socket => got(sock.recv(recv, 0), recv),
             Wait::Never => got(sock.recv(recv, libc::MSG_DONTWAIT), recv),
@@ -808,7 +832,7 @@ impl<'cb> Handle<'cb> {
         for (_, message) in netlink::messages(datagram) {
             match message {
                 Message::Packet { queue, attrs } => {
-                    self.owner.0.counters.bump(Count::Packets);
+                    self.owner.0.counters.bump_by_receiver(Count::Packets);
                     if self.is_released(queue) {
                         // Sent before this handle unbound the queue: the kernel released it.
                         continue;
@@ -861,7 +885,7 @@ impl<'cb> Handle<'cb> {
             return;
         };
         let counters = &self.owner.0.counters;
-        counters.bump(Count::Packets);
+        counters.bump_by_receiver(Count::Packets);
         if self.is_released(queue) {
             return;
         }
@@ -935,7 +959,7 @@ impl<'cb> Handle<'cb> {
             _ => None,
         };
         if outcome.is_some() {
-            counters.bump(Count::Dispatched);
+            counters.bump_by_receiver(Count::Dispatched);
         }
         let mut queues = self.queues.borrow_mut();
         let Some(slot) = queues

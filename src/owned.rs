@@ -84,7 +84,7 @@ impl OwnedAttrs {
     /// A borrowed view of the owned packet, with `payload` as its payload.
     pub(crate) fn view<'a>(&'a self, queue: u16, payload: &'a [u8]) -> Packet<'a> {
         let mut attrs = Attrs::parse(self.family, &self.region);
-        attrs.set(nfqa::PAYLOAD, self.has_payload.then_some(payload));
+        attrs.set_payload(self.has_payload.then_some(payload));
         Packet::new(queue, attrs)
     }
 }

@@ -186,3 +186,62 @@ fn past_the_head_of_a_pass_verdicts_wait_eight_times_the_limit() {
     assert!(arrivals.arrives(99));
     assert_eq!(arrivals.seen, (0..100).collect());
 }
+
+/// A pass stopped by the batch limit leaves its backlog to the next one, which sends no verdict
+/// at once and holds verdicts up to 8 times the limit from its start; once a pass found the
+/// socket empty, the next packet starts a new head (its verdict leaves at once).
+#[test]
+fn a_pass_stopped_by_the_batch_limit_leaves_the_backlog_to_the_next() {
+    let Some(ns) = support::enter!() else { return };
+    const Q: u16 = 5;
+    let sink = sink(&ns, Q);
+    let arrivals = Mutex::new(Arrivals::new(&sink));
+    let seen = Mutex::new(Vec::new());
+    let handle = Handle::open().unwrap();
+    handle.set_batch_limit(20);
+    handle.set_batch_time_limit(Duration::from_millis(5));
+    let _queue = handle
+        .queue(Q, QueueConfig::new(), |p| {
+            let seq = seq_of_packet(p.payload());
+            let mut arrivals = arrivals.lock().unwrap();
+            let mut seen = seen.lock().unwrap();
+            match seq {
+                // Second pass: packet 20 is not a head; with 2 ms callbacks, by packet 25 its
+                // verdict has waited 10 ms, within the backlog budget (40 ms).
+                21 => seen.push((21, 20, arrivals.has(20))),
+                25 => seen.push((25, 20, arrivals.has(20))),
+                // Third pass: the second one ended by sending every verdict.
+                40 => seen.push((40, 39, arrivals.arrives(39))),
+                // Fourth pass, after the socket was found empty: a new head.
+                51 => seen.push((51, 50, arrivals.arrives(50))),
+                _ => {}
+            }
+            drop((arrivals, seen));
+            spin(Duration::from_millis(2));
+            Verdict::accept()
+        })
+        .unwrap();
+    backlog(&sink, 50);
+    assert_eq!(handle.process().unwrap(), 20);
+    assert_eq!(handle.process().unwrap(), 20);
+    assert_eq!(
+        handle.process().unwrap(),
+        10,
+        "the third pass empties the socket"
+    );
+    let payloads: Vec<[u8; 4]> = (50..53u32).map(u32::to_be_bytes).collect();
+    udp_send_queued(sink.addr(), &payloads);
+    assert_eq!(handle.process().unwrap(), 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (21, 20, false),
+            (25, 20, false),
+            (40, 39, true),
+            (51, 50, true)
+        ]
+    );
+    let mut arrivals = arrivals.lock().unwrap();
+    assert!(arrivals.arrives(52));
+    assert_eq!(arrivals.seen, (0..53).collect());
+}
