@@ -18,7 +18,7 @@ use crate::error::{Error, Result, OP_BIND, OP_CONFIG, OP_UNBIND, OP_VERDICT};
 use crate::netlink::{self, AlignedBuf, Answer, ConfigMsg, Message, VerdictMsg};
 use crate::packet::Packet;
 use crate::queue::Queue;
-use crate::socket::{Shared, Socket, SocketGuard};
+use crate::socket::{self, Shared, Socket, SocketGuard};
 use crate::stop::Shutdown;
 use crate::verdict::{Action, Verdict};
 
@@ -181,8 +181,9 @@ pub struct Handle<'cb> {
     /// of that unbind: packet messages of these queues that arrive before the answer were sent
     /// before the unbind, and the kernel released their packets.
     released: RefCell<Vec<(u16, u32)>>,
-    /// Since when a decided verdict waits in the send buffer or a range run (`None`: nothing
-    /// waits).
+    /// A decided verdict waits in the send buffer or a range run.
+    holding: Cell<bool>,
+    /// Since when (the first flush check after it was decided; `None`: not checked yet).
     held_since: Cell<Option<Instant>>,
     batch_time: Cell<Duration>,
     /// The last pass stopped at its limit with packets possibly still waiting (a backlog).
@@ -232,6 +233,7 @@ impl<'cb> Handle<'cb> {
             errors: RefCell::new(VecDeque::new()),
             queues: RefCell::new(Vec::new()),
             released: RefCell::new(Vec::new()),
+            holding: Cell::new(false),
             held_since: Cell::new(None),
             batch_time: Cell::new(DEFAULT_BATCH_TIME_LIMIT),
             draining: Cell::new(false),
@@ -252,6 +254,13 @@ impl<'cb> Handle<'cb> {
     }
 
     /// The open socket. Only the handle closes it (when dropped), so from `&self` it is open.
+    /// The socket's fd, for the receive path's system calls ([`socket::recv_on`] and co.),
+    /// which need not lock the shared cell: only the handle's drop closes the socket, so the
+    /// fd is open as long as `self` is.
+    fn fd(&self) -> RawFd {
+        self.owner.0.fd
+    }
+
     fn sock(&self) -> SocketGuard<'_> {
         self.owner
             .0
@@ -651,12 +660,10 @@ impl<'cb> Handle<'cb> {
             let n = recv.len();
             self.dispatch(&recv.as_slice()[..n], &mut state);
             self.flush_if_due(&mut state);
-            // Take what else is waiting, without waiting, up to the batch limit; one lock of the
-            // shared socket for the whole drain.
+            // Take what else is waiting, without waiting, up to the batch limit.
             let limit = self.pass_limit.get();
-            let sock = self.sock();
             while state.packets < limit && state.panic.is_none() {
-                match sock.recv(&mut recv, libc::MSG_DONTWAIT) {
+                match socket::recv_on(self.fd(), &mut recv, libc::MSG_DONTWAIT) {
                     Ok(Some(n)) => {
                         self.dispatch(&recv.as_slice()[..n], &mut state);
                         self.flush_if_due(&mut state);
@@ -698,17 +705,29 @@ impl<'cb> Handle<'cb> {
     /// Sends the verdicts decided so far when the pass's first packet was just decided (the
     /// head of a burst never waits for the rest), or when a decided verdict has waited the
     /// pass's budget ([`batching::budget`]).
+    ///
+    /// Called after each received datagram is dispatched, it reads the clock only while
+    /// verdicts wait: the first check after one was decided starts its wait (at most one
+    /// `clock_gettime` per packet, none without batching).
     fn flush_if_due(&self, state: &mut Dispatch) {
-        let first = !state.flushed_first && state.packets > 0;
-        let due = first
-            || self.held_since.get().is_some_and(|since| {
-                let budget =
-                    batching::budget(self.batch_time.get(), state.packets, state.continued);
-                since.elapsed() >= budget
-            });
-        if due {
+        if !state.flushed_first && state.packets > 0 {
             state.flushed_first = true;
             self.flush_verdicts();
+            return;
+        }
+        if !self.holding.get() {
+            return;
+        }
+        let now = Instant::now();
+        match self.held_since.get() {
+            None => self.held_since.set(Some(now)),
+            Some(since) => {
+                let budget =
+                    batching::budget(self.batch_time.get(), state.packets, state.continued);
+                if now.saturating_duration_since(since) >= budget {
+                    self.flush_verdicts();
+                }
+            }
         }
     }
 
@@ -729,7 +748,7 @@ impl<'cb> Handle<'cb> {
         wait: Wait<'_>,
         state: &mut Dispatch,
     ) -> Result<bool> {
-        let sock = self.sock();
+        let fd = self.fd();
         let got = |r: Result<Option<usize>>, recv: &mut AlignedBuf| match r {
             Ok(got) => Ok(got.is_some()),
             Err(e @ Error::MessageTruncated { .. }) => {
@@ -744,22 +763,23 @@ impl<'cb> Handle<'cb> {
             }
             Err(e) => Err(e),
         };
-        if self.draining.replace(false) && got(sock.recv(recv, libc::MSG_DONTWAIT), recv)? {
+        if self.draining.replace(false) && got(socket::recv_on(fd, recv, libc::MSG_DONTWAIT), recv)?
+        {
             state.continued = true;
             state.flushed_first = true;
             return Ok(true);
         }
         match wait {
-            Wait::Socket => got(sock.recv(recv, 0), recv),
-            Wait::Never => got(sock.recv(recv, libc::MSG_DONTWAIT), recv),
+            Wait::Socket => got(socket::recv_on(fd, recv, 0), recv),
+            Wait::Never => got(socket::recv_on(fd, recv, libc::MSG_DONTWAIT), recv),
             Wait::Until(stop) => loop {
                 if stop.is_triggered() {
                     return Ok(false);
                 }
-                if got(sock.recv(recv, libc::MSG_DONTWAIT), recv)? {
+                if got(socket::recv_on(fd, recv, libc::MSG_DONTWAIT), recv)? {
                     return Ok(true);
                 }
-                sock.poll(libc::POLLIN, Some(stop.fd()), None)
+                socket::poll_on(fd, libc::POLLIN, Some(stop.fd()), None)
                     .map_err(|e| Error::io("poll", e))?;
             },
         }
@@ -1021,9 +1041,7 @@ impl<'cb> Handle<'cb> {
             last: id,
             count: 1,
         };
-        if self.held_since.get().is_none() {
-            self.held_since.set(Some(Instant::now()));
-        }
+        self.holding.set(true);
         let pending = match &mut slot.run {
             Some(run) if coalesce && run.action == next.action && run.mark == next.mark => {
                 run.last = id;
@@ -1078,11 +1096,10 @@ impl<'cb> Handle<'cb> {
             self.send_now(&mut send);
         }
         put(&mut send);
-        if self.held_since.get().is_none() {
-            self.held_since.set(Some(Instant::now()));
-        }
         if self.pass_limit.get() <= 1 {
             self.send_now(&mut send);
+        } else {
+            self.holding.set(true);
         }
     }
 
@@ -1105,12 +1122,13 @@ impl<'cb> Handle<'cb> {
             self.send_now(&mut send);
         }
         send.shrink_if_large();
+        self.holding.set(false);
         self.held_since.set(None);
     }
 
     fn send_now(&self, send: &mut AlignedBuf) {
         if !self.discard.get() {
-            if let Err(e) = self.sock().send(send.as_slice()) {
+            if let Err(e) = socket::send_on(self.fd(), send.as_slice()) {
                 self.note_error(Error::io("send verdicts", e));
             }
         }

@@ -73,64 +73,14 @@ impl Socket {
         Ok(())
     }
 
-    /// Sends one datagram to the kernel. A send that would block or finds the kernel short of
-    /// memory (`EAGAIN`, `ENOBUFS`, `ENOMEM`) is retried, waiting for the socket to become
-    /// writable, for up to about a second: a verdict is never dropped silently.
+    /// Sends one datagram to the kernel (see [`send_on`]).
     pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut retries = 0;
-        loop {
-            // SAFETY: `bytes` is a live slice of the length given. The socket is connected to
-            // the kernel (`connect_kernel`), which is where a send without address goes.
-            let rc = unsafe { libc::send(self.fd, bytes.as_ptr().cast(), bytes.len(), 0) };
-            if rc >= 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) if retries < 100 => {
-                    retries += 1;
-                    self.poll(libc::POLLOUT, None, Some(Duration::from_millis(10)))?;
-                }
-                _ => return Err(err),
-            }
-        }
+        send_on(self.fd, bytes)
     }
 
-    /// Receives one datagram from the kernel into `buf` (its whole capacity). `Ok(None)`:
-    /// nothing to read (`EAGAIN`: non-blocking or timed out) or interrupted by a signal.
-    /// Only the kernel can have sent it: the socket is connected to the kernel
-    /// (`connect_kernel`), which refuses datagrams from other sockets.
+    /// Receives one datagram from the kernel into `buf` (see [`recv_on`]).
     pub(crate) fn recv(&self, buf: &mut AlignedBuf, flags: i32) -> Result<Option<usize>> {
-        buf.clear();
-        let space = buf.whole_mut();
-        // SAFETY: `space` is a live, writable buffer of `space.len()` bytes.
-        let rc = unsafe {
-            libc::recv(
-                self.fd,
-                space.as_mut_ptr().cast(),
-                space.len(),
-                flags | libc::MSG_TRUNC,
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => Ok(None),
-                Some(libc::ENOBUFS) => Err(Error::NoBufs),
-                _ => Err(Error::io("receive", err)),
-            };
-        }
-        let len = rc as usize;
-        if len > space.len() {
-            // The datagram was cut (MSG_TRUNC gave its real length): what fits is in `buf`,
-            // for the caller to read the packet's id from.
-            let capacity = space.len();
-            buf.set_len(capacity);
-            return Err(Error::MessageTruncated { len, capacity });
-        }
-        buf.set_len(len);
-        Ok(Some(len))
+        recv_on(self.fd, buf, flags)
     }
 
     pub(crate) fn setsockopt<T>(&self, level: i32, name: i32, value: &T) -> io::Result<()> {
@@ -171,39 +121,14 @@ impl Socket {
         }
     }
 
-    /// Waits until the socket is ready for `events`, or `other` (another fd) is readable, or
-    /// `timeout` passes. Returns `(socket ready, other readable)`; both `false` on timeout. A
-    /// signal counts as the socket being ready (the caller then retries its operation).
+    /// Waits until the socket is ready for `events` (see [`poll_on`]).
     pub(crate) fn poll(
         &self,
         events: libc::c_short,
         other: Option<RawFd>,
         timeout: Option<Duration>,
     ) -> io::Result<(bool, bool)> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.fd,
-                events,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: other.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-        // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored by poll).
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted {
-                Ok((true, false))
-            } else {
-                Err(err)
-            };
-        }
-        Ok((fds[0].revents != 0, fds[1].revents != 0))
+        poll_on(self.fd, events, other, timeout)
     }
 }
 
@@ -333,4 +258,104 @@ impl Socket {
         sock.connect_kernel(OP)?;
         Ok(sock)
     }
+}
+
+// The system calls on the socket, by fd: `Socket`'s methods (under the shared cell's read
+// lock, for other threads) and the handle's own receive path use them. The handle may call them
+// on its fd without the lock: only the handle's drop closes the socket (`Owner`), so the fd is
+// open, and names this socket, for as long as the handle can call them.
+
+/// Sends one datagram to the kernel. A send that would block or finds the kernel short of
+/// memory (`EAGAIN`, `ENOBUFS`, `ENOMEM`) is retried, waiting for the socket to become
+/// writable, for up to about a second: a verdict is never dropped silently.
+pub(crate) fn send_on(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    let mut retries = 0;
+    loop {
+        // SAFETY: `bytes` is a live slice of the length given. The socket is connected to
+        // the kernel (`connect_kernel`), which is where a send without address goes.
+        let rc = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) if retries < 100 => {
+                retries += 1;
+                poll_on(fd, libc::POLLOUT, None, Some(Duration::from_millis(10)))?;
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Receives one datagram from the kernel into `buf` (its whole capacity). `Ok(None)`:
+/// nothing to read (`EAGAIN`: non-blocking or timed out) or interrupted by a signal.
+/// Only the kernel can have sent it: the socket is connected to the kernel
+/// (`connect_kernel`), which refuses datagrams from other sockets.
+pub(crate) fn recv_on(fd: RawFd, buf: &mut AlignedBuf, flags: i32) -> Result<Option<usize>> {
+    buf.clear();
+    let space = buf.whole_mut();
+    // SAFETY: `space` is a live, writable buffer of `space.len()` bytes.
+    let rc = unsafe {
+        libc::recv(
+            fd,
+            space.as_mut_ptr().cast(),
+            space.len(),
+            flags | libc::MSG_TRUNC,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+            Some(libc::ENOBUFS) => Err(Error::NoBufs),
+            _ => Err(Error::io("receive", err)),
+        };
+    }
+    let len = rc as usize;
+    if len > space.len() {
+        // The datagram was cut (MSG_TRUNC gave its real length): what fits is in `buf`,
+        // for the caller to read the packet's id from.
+        let capacity = space.len();
+        buf.set_len(capacity);
+        return Err(Error::MessageTruncated { len, capacity });
+    }
+    buf.set_len(len);
+    Ok(Some(len))
+}
+
+/// Waits until the socket is ready for `events`, or `other` (another fd) is readable, or
+/// `timeout` passes. Returns `(socket ready, other readable)`; both `false` on timeout. A
+/// signal counts as the socket being ready (the caller then retries its operation).
+pub(crate) fn poll_on(
+    fd: RawFd,
+    events: libc::c_short,
+    other: Option<RawFd>,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: other.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored by poll).
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok((true, false))
+        } else {
+            Err(err)
+        };
+    }
+    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
