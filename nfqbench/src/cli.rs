@@ -53,9 +53,12 @@ fn run(opts: &Options, args: &[String]) -> Result<(), String> {
     let launcher = consumer::Launcher::subcommand(CONSUMER_SUBCOMMAND)?;
     let results = super::run_all(opts, launcher)?;
     let scenarios = opts.scenarios();
-    let reps = if opts.smoke { 1 } else { opts.reps };
+
     let summaries = report::summarize(&results, &scenarios, &opts.kinds);
-    print!("{}", report::table(&summaries, &scenarios, reps));
+    print!(
+        "{}",
+        report::table(&summaries, &scenarios, |s| opts.reps_for(s))
+    );
     if opts.smoke {
         println!(
             "\nsmoke OK: {} runs; every packet accounted for, none lost under drain, every \

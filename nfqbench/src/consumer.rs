@@ -35,6 +35,9 @@ pub enum Kind {
     RsGso,
     /// libnfq defaults with `QueueFlags::GSO` removed (TCP shape).
     RsNoGso,
+    /// libnfq defaults with `QueueFlags::GSO` and a copy range of [`HEADERS_COPY_RANGE`]
+    /// bytes: an inspect-and-accept consumer that reads the headers only (TCP shape).
+    RsGsoHeaders,
     /// libnfq defaults plus a large receive buffer (analysis only).
     RsBigBuf,
     /// libnfq defaults with `set_batch_limit(1024)`, c-best's batch (analysis only).
@@ -56,7 +59,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in table order.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::NoRule,
         Kind::CClassic,
         Kind::CBest,
@@ -65,6 +68,7 @@ impl Kind {
         Kind::RsDefault,
         Kind::RsNoGso,
         Kind::RsGso,
+        Kind::RsGsoHeaders,
         Kind::RsBigBuf,
         Kind::RsBatch1024,
         Kind::RsUntimed,
@@ -77,7 +81,7 @@ impl Kind {
 
     /// The kinds a default run measures (the others are for analysing a gap); each shape
     /// measures those of them that [`Kind::measured_in`] it.
-    pub const DEFAULT: [Kind; 10] = [
+    pub const DEFAULT: [Kind; 11] = [
         Kind::NoRule,
         Kind::CClassic,
         Kind::CBest,
@@ -85,6 +89,7 @@ impl Kind {
         Kind::RsDefault,
         Kind::RsNoGso,
         Kind::RsGso,
+        Kind::RsGsoHeaders,
         Kind::PeerNfq,
         Kind::PeerNfqueue,
         Kind::PeerPython,
@@ -100,6 +105,7 @@ impl Kind {
             Kind::RsNoBatch => "nfq-nobatch",
             Kind::RsDefault => "nfq-default",
             Kind::RsGso => "nfq-gso",
+            Kind::RsGsoHeaders => "nfq-gso-headers",
             Kind::RsNoGso => "nfq-nogso",
             Kind::RsBigBuf => "nfq-bigbuf",
             Kind::RsBatch1024 => "nfq-batch1024",
@@ -123,6 +129,9 @@ impl Kind {
             Kind::RsNoBatch => "(3) libnfq, accept callback, set_batch_limit(1)",
             Kind::RsDefault => "(4) libnfq defaults (Handle::open, QueueConfig::new)",
             Kind::RsGso => "(4g) libnfq defaults + QueueFlags::GSO",
+            Kind::RsGsoHeaders => {
+                "(4h) libnfq defaults + QueueFlags::GSO + CopyMode::Packet(128): headers only"
+            }
             Kind::RsNoGso => "(4n) libnfq defaults without QueueFlags::GSO",
             Kind::RsBigBuf => "(4b) libnfq defaults + set_recv_buffer_size(16 MiB)",
             Kind::CBest64 => "(2') c-best, at most 64 packets per range verdict",
@@ -161,7 +170,7 @@ impl Kind {
         match self {
             Kind::NoRule | Kind::CBest | Kind::RsDefault => true,
             Kind::CClassic | Kind::RsNoBatch | Kind::RsUntimed => shape != Shape::Tcp,
-            Kind::RsGso | Kind::RsNoGso => shape == Shape::Tcp,
+            Kind::RsGso | Kind::RsNoGso | Kind::RsGsoHeaders => shape == Shape::Tcp,
             Kind::CBest64
             | Kind::RsBigBuf
             | Kind::RsBatch1024
@@ -202,6 +211,7 @@ impl Kind {
             Kind::RsNoBatch
                 | Kind::RsDefault
                 | Kind::RsGso
+                | Kind::RsGsoHeaders
                 | Kind::RsNoGso
                 | Kind::RsBigBuf
                 | Kind::RsBatch1024
@@ -333,6 +343,9 @@ pub fn spin(ns: u64) {
     }
 }
 
+/// Copy range of `nfq-gso-headers`: room for the largest IPv4 and TCP headers (60 bytes each).
+pub const HEADERS_COPY_RANGE: u16 = 128;
+
 fn config(spec: &Spec) -> QueueConfig {
     let mut config = QueueConfig::new();
     if spec.copy_range != 0 {
@@ -344,6 +357,9 @@ fn config(spec: &Spec) -> QueueConfig {
     let flags = config.get_flags();
     match spec.kind {
         Kind::RsGso => config.flags(flags | QueueFlags::GSO),
+        Kind::RsGsoHeaders => config
+            .copy_mode(CopyMode::Packet(HEADERS_COPY_RANGE))
+            .flags(flags | QueueFlags::GSO),
         Kind::RsNoGso => config.flags(flags - QueueFlags::GSO),
         _ => config,
     }
@@ -387,6 +403,7 @@ fn run_consumer(spec: &Spec) -> Result<()> {
         Kind::RsNoBatch
         | Kind::RsDefault
         | Kind::RsGso
+        | Kind::RsGsoHeaders
         | Kind::RsNoGso
         | Kind::RsBigBuf
         | Kind::RsBatch1024

@@ -397,6 +397,9 @@ pub struct Options {
     pub smoke: bool,
     /// Repetitions of each scenario.
     pub reps: usize,
+    /// Repetitions of the drain shapes, at least `reps` (they are short, and their medians
+    /// need more samples than the others to resolve a few percent).
+    pub drain_reps: usize,
     /// Backlog of a drain run.
     pub drain_packets: u64,
     /// Packets of a blast run.
@@ -440,9 +443,11 @@ pub const USAGE: &str = "\
 usage: cargo run --release -p nfqbench -- [options]   (or: cargo bench -p nfqbench -- [options])
   --smoke                 every consumer once per shape on a few packets; correctness only
   --reps N                repetitions of every scenario (default 5)
+  --drain-reps N          repetitions of drain and drain-isolated, at least --reps (default 25)
   --shapes X,Y            drain, drain-isolated, blast, blast-long, paced, burst, tcp (default all)
   --consumers X,Y         subset of: no-rule c-classic c-best nfq-nobatch nfq-default nfq-nogso
-                          nfq-gso rs-nfq rs-nfqueue py-netfilterqueue (default: these; each shape
+                          nfq-gso nfq-gso-headers rs-nfq rs-nfqueue py-netfilterqueue (default:
+                          these; each shape
                           measures those it supports), and for analysis c-best-64, nfq-bigbuf,
                           nfq-batch1024, nfq-threaded, nfq-multiqueue (drain and blast shapes),
                           nfq-untimed (every shape but tcp)
@@ -468,12 +473,25 @@ usage: cargo run --release -p nfqbench -- [options]   (or: cargo bench -p nfqben
   --out DIR               results directory (default target/nfqbench)";
 
 impl Options {
+    /// Repetitions of `scenario`: 1 in the smoke, `drain_reps` (at least `reps`) for the drain
+    /// shapes, else `reps`.
+    pub fn reps_for(&self, scenario: &Scenario) -> usize {
+        if self.smoke {
+            1
+        } else if scenario.shape.is_drain() {
+            self.reps.max(self.drain_reps)
+        } else {
+            self.reps
+        }
+    }
+
     /// Parses the command line (without the program name). Ignores `--bench`, which cargo
     /// passes to every bench binary.
     pub fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
             smoke: false,
             reps: 5,
+            drain_reps: 25,
             drain_packets: 60_000,
             blast_packets: 100_000,
             long_blast_packets: 500_000,
@@ -508,6 +526,7 @@ impl Options {
                 "--bench" => {}
                 "--smoke" => o.smoke = true,
                 "--reps" => o.reps = number(value()?)?.max(1) as usize,
+                "--drain-reps" => o.drain_reps = number(value()?)? as usize,
                 "--packets" => o.drain_packets = number(value()?)?,
                 "--blast-packets" => o.blast_packets = number(value()?)?,
                 "--long-blast-packets" => o.long_blast_packets = number(value()?)?,
@@ -1170,13 +1189,19 @@ pub fn run_all(opts: &Options, launcher: Launcher) -> Result<Vec<RunResult>> {
             }
         }
     }
-    let reps = if opts.smoke { 1 } else { opts.reps };
-    let per_rep: usize = scenarios.iter().map(|s| opts.kinds_for(s).len()).sum();
-    let total = reps * per_rep;
+    let reps = scenarios
+        .iter()
+        .map(|s| opts.reps_for(s))
+        .max()
+        .unwrap_or(1);
+    let total: usize = scenarios
+        .iter()
+        .map(|s| opts.reps_for(s) * opts.kinds_for(s).len())
+        .sum();
     let mut results = Vec::with_capacity(total);
     let started = Instant::now();
     for rep in 0..reps {
-        for scenario in &scenarios {
+        for scenario in scenarios.iter().filter(|s| rep < opts.reps_for(s)) {
             for kind in order(&opts.kinds_for(scenario), rep) {
                 let r = bench.run(*scenario, kind, rep);
                 eprintln!(

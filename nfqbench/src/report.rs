@@ -472,6 +472,10 @@ pub fn targets(summaries: &[Summary], scenarios: &[Scenario]) -> Vec<Target> {
         for (kind, name) in [
             (def, "nfq-default vs no rule, TCP forward"),
             (Kind::RsGso, "nfq-gso vs no rule, TCP forward"),
+            (
+                Kind::RsGsoHeaders,
+                "nfq-gso-headers vs no rule, TCP forward",
+            ),
         ] {
             out.extend(ratio_target(
                 summaries,
@@ -487,9 +491,14 @@ pub fn targets(summaries: &[Summary], scenarios: &[Scenario]) -> Vec<Target> {
 }
 
 /// The table printed on stdout.
-pub fn table(summaries: &[Summary], scenarios: &[Scenario], reps: usize) -> String {
+pub fn table(
+    summaries: &[Summary],
+    scenarios: &[Scenario],
+    reps_for: impl Fn(&Scenario) -> usize,
+) -> String {
     let mut t = String::new();
     for scenario in scenarios {
+        let reps = reps_for(scenario);
         let rows: Vec<&Summary> = summaries
             .iter()
             .filter(|s| s.scenario == *scenario)
@@ -932,6 +941,7 @@ fn color(kind: Kind) -> &'static str {
         Kind::RsDefault => "#1f77b4",
         Kind::RsGso => "#17becf",
         Kind::RsNoGso => "#aec7e8",
+        Kind::RsGsoHeaders => "#9edae5",
         Kind::RsBigBuf => "#17becf",
         Kind::RsThreaded => "#2ca02c",
         Kind::RsMultiQueue => "#8c564b",
