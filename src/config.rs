@@ -73,7 +73,9 @@ bitflags::bitflags! {
         ///
         /// Off by default. Turn it on for queues that only inspect and accept bulk TCP: the
         /// kernel then skips segmenting every super-packet before queueing it (about 5x the
-        /// throughput through a FORWARD queue, docs/BENCHMARKS.md). Leave it off for queues that
+        /// throughput through a FORWARD queue, docs/BENCHMARKS.md); if they read only the
+        /// headers, copy only those too ([`CopyMode::Packet`]`(128)`), not up to 64 KiB of each
+        /// super-packet. Leave it off for queues that
         /// rewrite packets: a replaced payload cannot stand for a GSO super-packet, and
         /// [`PacketBuf`](crate::pkt::PacketBuf) refuses to rewrite one.
         #[doc(alias = "NFQA_CFG_F_GSO")]

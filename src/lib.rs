@@ -60,8 +60,8 @@
 //! Each `process` call takes what is waiting (up to [`DEFAULT_BATCH_LIMIT`] packets) and sends
 //! the verdicts in few system calls, with consecutive identical verdicts merged into range
 //! verdicts when that is safe, while never holding a decided verdict much longer than
-//! [`DEFAULT_BATCH_TIME_LIMIT`] (the first verdict of a burst goes at once); see
-//! [Batching](Handle#batching).
+//! [`DEFAULT_BATCH_TIME_LIMIT`] (the first verdict of a burst goes at once; 8 times that while
+//! a backlog is drained); see [Batching](Handle#batching).
 //!
 //! Callbacks run on the thread that calls `run`/`process`. A panic in a callback is caught:
 //! the packet gets the queue's fallback verdict (drop by default) and the panic is resumed on
