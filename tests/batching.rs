@@ -154,7 +154,7 @@ fn the_first_verdict_leaves_at_once_and_later_ones_within_the_time_limit() {
 fn past_the_head_of_a_pass_verdicts_wait_eight_times_the_limit() {
     let Some(ns) = support::enter!() else { return };
     const Q: u16 = 4;
-    const LIMIT: Duration = Duration::from_millis(5);
+    const LIMIT: Duration = Duration::from_millis(10);
     let sink = sink(&ns, Q);
     let arrivals = Mutex::new(Arrivals::new(&sink));
     let seen = Mutex::new(Vec::new());
@@ -165,16 +165,16 @@ fn past_the_head_of_a_pass_verdicts_wait_eight_times_the_limit() {
             let seq = seq_of_packet(p.payload());
             let mut arrivals = arrivals.lock().unwrap();
             match seq {
-                // 2 ms callbacks from packet 64 on: by packet 70, packet 65's verdict has waited
-                // at least 8 ms, beyond the limit (5 ms) but within 8 times it (40 ms).
+                // 3 ms callbacks from packet 64 on: by packet 70, packet 65's verdict has waited
+                // at least 12 ms, beyond the limit (10 ms) but well within 8 times it (80 ms).
                 70 => seen.lock().unwrap().push((70, 65, arrivals.has(65))),
-                // By packet 99 it has waited about 68 ms: it was sent.
+                // By packet 99 it has waited about 100 ms: it was sent.
                 99 => seen.lock().unwrap().push((99, 65, arrivals.arrives(65))),
                 _ => {}
             }
             drop(arrivals);
             if seq >= 64 {
-                spin(Duration::from_millis(2));
+                spin(Duration::from_millis(3));
             }
             Verdict::accept()
         })
@@ -199,15 +199,16 @@ fn a_pass_stopped_by_the_batch_limit_leaves_the_backlog_to_the_next() {
     let seen = Mutex::new(Vec::new());
     let handle = Handle::open().unwrap();
     handle.set_batch_limit(20);
-    handle.set_batch_time_limit(Duration::from_millis(5));
+    handle.set_batch_time_limit(Duration::from_millis(10));
     let _queue = handle
         .queue(Q, QueueConfig::new(), |p| {
             let seq = seq_of_packet(p.payload());
             let mut arrivals = arrivals.lock().unwrap();
             let mut seen = seen.lock().unwrap();
             match seq {
-                // Second pass: packet 20 is not a head; with 2 ms callbacks, by packet 25 its
-                // verdict has waited 10 ms, within the backlog budget (40 ms).
+                // Second pass: packet 20 is not a head; with 3 ms callbacks, by packet 25 its
+                // verdict has waited 15 ms, beyond the limit (10 ms), within the backlog budget
+                // (80 ms).
                 21 => seen.push((21, 20, arrivals.has(20))),
                 25 => seen.push((25, 20, arrivals.has(20))),
                 // Third pass: the second one ended by sending every verdict.
@@ -217,7 +218,7 @@ fn a_pass_stopped_by_the_batch_limit_leaves_the_backlog_to_the_next() {
                 _ => {}
             }
             drop((arrivals, seen));
-            spin(Duration::from_millis(2));
+            spin(Duration::from_millis(3));
             Verdict::accept()
         })
         .unwrap();
