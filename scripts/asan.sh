@@ -24,7 +24,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
 
-TARGETS="${*:-unit lifecycle deferred verdicts faults fuzz tokio stats packet pkt_fuzz rewrite conntrack conntrack_uapi attributes owned accept_rewritten netns gso alloc regressions regressions_fuzzing regressions_rebind regressions_tls regressions_tokio model soak support_selftest}"
+TARGETS="${*:-unit lifecycle deferred verdicts faults fuzz tokio stats packet pkt_fuzz rewrite conntrack conntrack_uapi attributes owned accept_rewritten netns gso alloc regressions regressions_fuzzing regressions_rebind regressions_tls regressions_tokio model soak support_selftest batching}"
 # The explicit target keeps build scripts and proc macros uninstrumented and puts this build
 # in target/x86_64-unknown-linux-gnu/, away from the normal one.
 TARGET=x86_64-unknown-linux-gnu
