@@ -253,7 +253,6 @@ impl<'cb> Handle<'cb> {
         handle
     }
 
-    /// The open socket. Only the handle closes it (when dropped), so from `&self` it is open.
     /// The socket's fd, for the receive path's system calls ([`socket::recv_on`] and co.),
     /// which need not lock the shared cell: only the handle's drop closes the socket, so the
     /// fd is open as long as `self` is.
@@ -261,6 +260,7 @@ impl<'cb> Handle<'cb> {
         self.owner.0.fd
     }
 
+    /// The open socket. Only the handle closes it (when dropped), so from `&self` it is open.
     fn sock(&self) -> SocketGuard<'_> {
         self.owner
             .0
@@ -719,15 +719,13 @@ impl<'cb> Handle<'cb> {
             return;
         }
         let now = Instant::now();
-        match self.held_since.get() {
-            None => self.held_since.set(Some(now)),
-            Some(since) => {
-                let budget =
-                    batching::budget(self.batch_time.get(), state.packets, state.continued);
-                if now.saturating_duration_since(since) >= budget {
-                    self.flush_verdicts();
-                }
-            }
+        let since = self.held_since.get().unwrap_or_else(|| {
+            self.held_since.set(Some(now));
+            now
+        });
+        let budget = batching::budget(self.batch_time.get(), state.packets, state.continued);
+        if now.saturating_duration_since(since) >= budget {
+            self.flush_verdicts();
         }
     }
 

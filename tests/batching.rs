@@ -246,3 +246,30 @@ fn a_pass_stopped_by_the_batch_limit_leaves_the_backlog_to_the_next() {
     assert!(arrivals.arrives(52));
     assert_eq!(arrivals.seen, (0..53).collect());
 }
+
+/// A time limit of zero sends each verdict right after its callback, while the pass still
+/// receives up to the batch limit: packet k reaches the receiver while packet k+1's callback
+/// runs.
+#[test]
+fn a_zero_time_limit_sends_each_verdict_after_its_callback() {
+    let Some(ns) = support::enter!() else { return };
+    const Q: u16 = 6;
+    let sink = sink(&ns, Q);
+    let arrivals = Mutex::new(Arrivals::new(&sink));
+    let seen = Mutex::new(Vec::new());
+    let handle = Handle::open().unwrap();
+    handle.set_batch_time_limit(Duration::ZERO);
+    let _queue = handle
+        .queue(Q, QueueConfig::new(), |p| {
+            let seq = seq_of_packet(p.payload());
+            if seq > 0 {
+                let mut arrivals = arrivals.lock().unwrap();
+                seen.lock().unwrap().push(arrivals.arrives(seq - 1));
+            }
+            Verdict::accept()
+        })
+        .unwrap();
+    backlog(&sink, 10);
+    assert_eq!(handle.process().unwrap(), 10, "one pass takes the backlog");
+    assert_eq!(*seen.lock().unwrap(), [true; 9]);
+}
