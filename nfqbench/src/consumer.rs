@@ -400,14 +400,10 @@ pub fn ready(rcvbuf: usize) {
 
 fn run_consumer(spec: &Spec) -> Result<()> {
     match spec.kind {
-        Kind::RsNoBatch
-        | Kind::RsDefault
-        | Kind::RsGso
-        | Kind::RsGsoHeaders
-        | Kind::RsNoGso
-        | Kind::RsBigBuf
-        | Kind::RsBatch1024
-        | Kind::RsUntimed => {
+        Kind::RsThreaded => threaded(spec),
+        Kind::RsMultiQueue => multiqueue(spec),
+        // Every other libnfq consumer: one handle, one queue, an accept callback.
+        kind if kind.is_libnfq() => {
             let handle = open(spec)?;
             match spec.kind {
                 Kind::RsNoBatch => handle.set_batch_limit(1),
@@ -425,8 +421,6 @@ fn run_consumer(spec: &Spec) -> Result<()> {
             ready(handle.recv_buffer_size().map_err(|e| e.to_string())?);
             serve(&handle)
         }
-        Kind::RsThreaded => threaded(spec),
-        Kind::RsMultiQueue => multiqueue(spec),
         other => Err(format!("{} is not a libnfq consumer", other.name())),
     }
 }
