@@ -13,8 +13,8 @@
 //! its packets have already waited in the queue behind the ones before them. A pass that
 //! stopped at the batch limit leaves the backlog to the next one: if that one finds a packet
 //! without waiting, it continues the backlog (no verdict sent at once, the larger budget from
-//! its start); otherwise it waits as usual and starts a new head. docs/DESIGN.md ("Batching")
-//! has the measurements behind these numbers.
+//! its start); otherwise it waits as usual and starts a new head. docs/DESIGN.md ("The callback
+//! path") has the measurements behind these numbers.
 
 use std::time::Duration;
 
